@@ -1,0 +1,1 @@
+//! A Dockerfile parser: stages, `FROM`, `COPY`/`ADD` sources, `ARG`s, with line numbers.

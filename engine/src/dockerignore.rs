@@ -1,0 +1,1 @@
+//! `.dockerignore` with Docker's own matching rules (moby/patternmatcher).

@@ -1,0 +1,32 @@
+//! The image build-graph engine.
+//!
+//! A map of the modules, in pipeline order:
+//!
+//! - [`config`]: the optional `images.toml` of a monorepo (service detection, ports, build args).
+//! - [`workspace`] (discover): `pnpm-workspace.yaml`, every `package.json`, workspace dependencies.
+//! - [`lockfile`]: pnpm lockfiles (lockfileVersion 6.0 and 9.0) and their pruning to a closure.
+//! - [`dockerfile`]: a Dockerfile parser: stages, `FROM`, `COPY`/`ADD` sources, `ARG`s.
+//! - [`dockerignore`]: `.dockerignore` with Docker's own matching rules.
+//! - [`context`] (inputs): the build context of each service, decided by the engine.
+//! - [`digest`]: typed blake3 digests, so a file digest is never passed where a key is meant.
+//! - [`hash`]: parallel hashing of files with a persisted, racy-aware stat cache.
+//! - [`key`]: the canonical, versioned manifest of every input of an image and its key.
+//! - [`graph`]: the DAG of packages and images.
+//! - [`plan`]: `build` or `cached` for each image, and why.
+//!
+//! The engine returns data; only `xtask` prints.
+
+pub mod config;
+pub mod context;
+pub mod digest;
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod error;
+pub mod graph;
+pub mod hash;
+pub mod key;
+pub mod lockfile;
+pub mod plan;
+pub mod workspace;
+
+pub use error::{Error, Result};

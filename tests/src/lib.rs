@@ -1,0 +1,1 @@
+//! Test support: a fixture-monorepo builder and helpers to run `cargo xtask` for real.

@@ -1,0 +1,2 @@
+//! `cargo xtask`: the command-line front of the engine. Only dispatches.
+fn main() {}
