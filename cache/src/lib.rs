@@ -1,13 +1,619 @@
 //! The content-addressed store of what was built.
+//!
+//! A map of the store, for a cache directory `D`:
+//!
+//! - `D/v1/blobs/<aa>/<digest>`: immutable blobs (input manifests, build logs), named by the blake3
+//!   of their bytes and verified on every read.
+//! - `D/v1/records/<aa>/<key>.json`: what was built for an image key ([`Record`]).
+//! - `D/v1/services/<service>.json`: the key last built for a service, so a plan can say what
+//!   changed since.
+//! - `D/v1/corrupt/`: entries that failed verification, moved aside (never deleted silently).
+//! - `D/v1/tmp/`: files being written; published by `rename`, so a reader sees a whole entry or none.
+//!
+//! Every write is atomic (temp file, fsync, rename) and idempotent, so concurrent processes (a
+//! `watch` and an `images`) share one store safely; an interrupted write leaves only a temp file,
+//! which `gc` removes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Bump to start a new store layout beside the old one.
+pub const STORE_VERSION: &str = "v1";
+/// The record format written by this version.
+pub const RECORD_FORMAT: u32 = 1;
 
 /// Errors of the cache.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to {action} `{}`: {source}", path.display())]
+    #[error("failed to {action} `{}`: {source}{}", path.display(), hint(source))]
     Io {
         action: &'static str,
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid cache key `{0}`: expected 64 hex digits")]
+    InvalidKey(String),
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "\n  hint: the disk is full; free space or run `cargo xtask cache gc`",
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "\n  hint: the cache directory is not writable; fix its permissions or pass `--cache-dir`"
+        }
+        _ => "",
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.into(),
+        source,
+    }
+}
+
+/// What was built for one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub format: u32,
+    pub key: String,
+    pub service: String,
+    pub image: String,
+    /// The engine's image id (`sha256:...`).
+    pub image_id: String,
+    pub tags: Vec<String>,
+    pub duration_ms: u64,
+    /// When it was built, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The blob holding the input manifest of the build.
+    pub manifest: String,
+    /// The blob holding the build log, if kept.
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+/// The pointer from a service to the key last built for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBuilt {
+    pub key: String,
+    pub updated_at_ms: u64,
+}
+
+/// Counts for `cache stats`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub records: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
+    pub tmp: u64,
+}
+
+/// What `cache verify` found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub records_ok: u64,
+    pub blobs_ok: u64,
+    /// Entries that failed verification and were moved aside, with why.
+    pub moved_aside: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.moved_aside.is_empty()
+    }
+}
+
+/// What `cache gc` removed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    pub records_removed: u64,
+    pub blobs_removed: u64,
+    pub tmp_removed: u64,
+    pub bytes_freed: u64,
+}
+
+/// The local store.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    base: PathBuf,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// Temp files older than this are leftovers of an interrupted write.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+/// Blobs younger than this are kept by gc: a concurrent writer may be about to reference them.
+const YOUNG_BLOB: Duration = Duration::from_secs(3600);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+impl Store {
+    /// Opens (and creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let base = dir.join(STORE_VERSION);
+        for sub in ["blobs", "records", "services", "corrupt", "tmp"] {
+            let p = base.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| io("create directory", &p, e))?;
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            base,
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Warnings gathered since the last call (corrupt entries moved aside).
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
+
+    fn warn(&self, msg: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(msg);
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.base.join("blobs").join(&digest[..2]).join(digest)
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.base
+            .join("records")
+            .join(&key[..2])
+            .join(format!("{key}.json"))
+    }
+
+    /// Writes `bytes` to `path` atomically: a temp file, fsync, rename.
+    fn publish(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.base.join("tmp").join(format!(
+            "{}.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            now_ms()
+        ));
+        let result = (|| -> Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io("create", &tmp, e))?;
+            f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
+            f.sync_all().map_err(|e| io("sync", &tmp, e))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("create directory", parent, e))?;
+            }
+            std::fs::rename(&tmp, path).map_err(|e| io("publish", path, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn move_aside(&self, path: &Path, why: &str) -> String {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = self
+            .base
+            .join("corrupt")
+            .join(format!("{}.{name}", now_ms()));
+        let msg = match std::fs::rename(path, &dest) {
+            Ok(()) => format!(
+                "cache entry `{}` is corrupt ({why}); moved aside to `{}` and treated as a miss",
+                path.display(),
+                dest.display()
+            ),
+            Err(_) => format!(
+                "cache entry `{}` is corrupt ({why}); treated as a miss",
+                path.display()
+            ),
+        };
+        self.warn(msg.clone());
+        msg
+    }
+
+    /// Stores a blob; returns its digest (hex). Idempotent.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let path = self.blob_path(&digest);
+        if !path.exists() {
+            self.publish(&path, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// Reads a blob, verifying its digest; a corrupt blob is moved aside and is a miss.
+    pub fn get_blob(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        if !is_hex64(digest) {
+            return Ok(None);
+        }
+        let path = self.blob_path(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path, e)),
+        };
+        if blake3::hash(&bytes).to_hex().as_str() != digest {
+            self.move_aside(&path, "its content does not match its digest");
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Publishes a record (after the blobs it names).
+    pub fn put_record(&self, record: &Record) -> Result<()> {
+        if !is_hex64(&record.key) {
+            return Err(Error::InvalidKey(record.key.clone()));
+        }
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        self.publish(&self.record_path(&record.key), &bytes)?;
+        if is_service_name(&record.service) {
+            let last = LastBuilt {
+                key: record.key.clone(),
+                updated_at_ms: now_ms(),
+            };
+            let p = self
+                .base
+                .join("services")
+                .join(format!("{}.json", record.service));
+            self.publish(&p, &serde_json::to_vec(&last).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Reads and verifies the record of `key`: it must parse, name its own key, and its manifest
+    /// blob must exist and verify. Anything else is a miss (moved aside with a warning).
+    pub fn get_record(&self, key: &str) -> Result<Option<Record>> {
+        if !is_hex64(key) {
+            return Err(Error::InvalidKey(key.to_string()));
+        }
+        let path = self.record_path(key);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path, e)),
+        };
+        let record: Record = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.move_aside(&path, &format!("unreadable: {e}"));
+                return Ok(None);
+            }
+        };
+        if record.key != key || record.format != RECORD_FORMAT {
+            self.move_aside(&path, "it names another key or format");
+            return Ok(None);
+        }
+        if self.get_blob(&record.manifest)?.is_none() {
+            self.move_aside(&path, "its input manifest is missing");
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// Removes the record of `key` (e.g. its image is gone from the engine).
+    pub fn remove_record(&self, key: &str) -> Result<()> {
+        if !is_hex64(key) {
+            return Err(Error::InvalidKey(key.to_string()));
+        }
+        let p = self.record_path(key);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &p, e)),
+        }
+    }
+
+    /// The key last built for `service`, if any.
+    pub fn last_built(&self, service: &str) -> Option<LastBuilt> {
+        if !is_service_name(service) {
+            return None;
+        }
+        let p = self.base.join("services").join(format!("{service}.json"));
+        let bytes = std::fs::read(p).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every record file's key.
+    pub fn record_keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for path in files_below(&self.base.join("records"))? {
+            if let Some(k) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            {
+                keys.push(k.to_string());
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        for p in files_below(&self.base.join("records"))? {
+            s.records += 1;
+            s.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        for p in files_below(&self.base.join("blobs"))? {
+            s.blobs += 1;
+            s.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        s.corrupt = files_below(&self.base.join("corrupt"))?.len() as u64;
+        s.tmp = files_below(&self.base.join("tmp"))?.len() as u64;
+        Ok(s)
+    }
+
+    /// Reads every record and blob, moving aside what fails verification.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for path in files_below(&self.base.join("blobs"))? {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !is_hex64(&name) {
+                report
+                    .moved_aside
+                    .push(self.move_aside(&path, "not a blob name"));
+                continue;
+            }
+            let ok = std::fs::read(&path)
+                .map(|b| blake3::hash(&b).to_hex().as_str() == name)
+                .unwrap_or(false);
+            if ok {
+                report.blobs_ok += 1;
+            } else {
+                report
+                    .moved_aside
+                    .push(self.move_aside(&path, "its content does not match its digest"));
+            }
+        }
+        for key in self.record_keys()? {
+            if !is_hex64(&key) {
+                let p = self.record_path_any(&key);
+                report.moved_aside.push(self.move_aside(&p, "not a key"));
+                continue;
+            }
+            let before = self.warnings.lock().map(|w| w.len()).unwrap_or(0);
+            match self.get_record(&key)? {
+                Some(_) => report.records_ok += 1,
+                None => {
+                    if let Ok(w) = self.warnings.lock() {
+                        report.moved_aside.extend(w[before..].iter().cloned());
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn record_path_any(&self, key: &str) -> PathBuf {
+        let shard: String = key.chars().take(2).collect();
+        self.base
+            .join("records")
+            .join(shard)
+            .join(format!("{key}.json"))
+    }
+
+    /// Removes records for which `keep` says no, then blobs no record names (but young ones),
+    /// and stale temp files.
+    pub fn gc(&self, keep: &mut dyn FnMut(&Record) -> bool) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let mut referenced = std::collections::HashSet::new();
+        for key in self.record_keys()? {
+            if !is_hex64(&key) {
+                continue;
+            }
+            let Some(r) = self.get_record(&key)? else {
+                continue;
+            };
+            if keep(&r) {
+                referenced.insert(r.manifest.clone());
+                if let Some(l) = &r.log {
+                    referenced.insert(l.clone());
+                }
+            } else {
+                let p = self.record_path(&key);
+                report.bytes_freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                self.remove_record(&key)?;
+                report.records_removed += 1;
+            }
+        }
+        let now = SystemTime::now();
+        let age = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default()
+        };
+        for p in files_below(&self.base.join("blobs"))? {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if referenced.contains(&name) || age(&p) < YOUNG_BLOB {
+                continue;
+            }
+            report.bytes_freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+            report.blobs_removed += 1;
+        }
+        for p in files_below(&self.base.join("tmp"))? {
+            if age(&p) >= STALE_TMP {
+                std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+                report.tmp_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Every regular file below `dir` (two levels: shard directories and their files, or flat).
+fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("read directory", &d, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io("read directory", &d, e))?;
+            let ft = entry.file_type().map_err(|e| io("read", entry.path(), e))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(store: &Store, key: &str) -> Record {
+        let manifest = store.put_blob(b"{\"files\":[]}").expect("blob");
+        Record {
+            format: RECORD_FORMAT,
+            key: key.to_string(),
+            service: "api".into(),
+            image: "kc-api".into(),
+            image_id: "sha256:00".into(),
+            tags: vec!["kc-api:latest".into()],
+            duration_ms: 10,
+            created_at_ms: now_ms(),
+            manifest,
+            log: None,
+        }
+    }
+
+    const K: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn round_trip_and_last_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert!(store.get_record(K).expect("get").is_none());
+        let r = record(&store, K);
+        store.put_record(&r).expect("put");
+        assert_eq!(store.get_record(K).expect("get"), Some(r));
+        assert_eq!(store.last_built("api").expect("last").key, K);
+        let s = store.stats().expect("stats");
+        assert_eq!((s.records, s.blobs), (1, 1));
+        assert!(store.verify().expect("verify").is_clean());
+    }
+
+    #[test]
+    fn corrupt_entries_are_misses_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let r = record(&store, K);
+        store.put_record(&r).expect("put");
+        // Corrupt the manifest blob: the record is now a miss.
+        std::fs::write(store.blob_path(&r.manifest), b"garbage").expect("write");
+        assert!(store.get_record(K).expect("get").is_none());
+        let warnings = store.take_warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("moved aside")),
+            "{warnings:?}"
+        );
+        assert_eq!(store.stats().expect("stats").records, 0);
+
+        // A truncated record file is a miss too.
+        let r = record(&store, K);
+        store.put_record(&r).expect("put");
+        std::fs::write(store.record_path(K), b"{\"format\":1,").expect("write");
+        assert!(store.get_record(K).expect("get").is_none());
+        assert!(store.verify().expect("verify").is_clean());
+    }
+
+    #[test]
+    fn gc_keeps_what_keep_says_and_referenced_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let r = record(&store, K);
+        store.put_record(&r).expect("put");
+        let report = store.gc(&mut |_| true).expect("gc");
+        assert_eq!(report.records_removed, 0);
+        assert!(store.get_record(K).expect("get").is_some());
+        let report = store.gc(&mut |_| false).expect("gc");
+        assert_eq!(report.records_removed, 1);
+        assert!(store.get_record(K).expect("get").is_none());
+    }
+
+    #[test]
+    fn concurrent_writers_leave_a_valid_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let store = Store::open(&path).expect("open");
+                    for j in 0..20u8 {
+                        let key = blake3::hash(&[j % 5]).to_hex().to_string();
+                        let mut r = record(&store, &key);
+                        r.duration_ms = i;
+                        store.put_record(&r).expect("put");
+                        let _ = store.get_record(&key).expect("get");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let store = Store::open(&path).expect("open");
+        let report = store.verify().expect("verify");
+        assert!(report.is_clean(), "{:?}", report.moved_aside);
+        assert_eq!(report.records_ok, 5);
+        assert_eq!(store.stats().expect("stats").tmp, 0);
+    }
 }

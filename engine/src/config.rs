@@ -1,1 +1,178 @@
-//! TODO
+//! The optional `images.toml` at the monorepo root: how services are found and how their images
+//! are named and built. Every field has a default, so a monorepo without the file works as is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The name of the config file at the monorepo root.
+pub const CONFIG_FILE: &str = "images.toml";
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub images: ImagesConfig,
+    /// Per-service settings, keyed by service name (the package's directory name).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// Settings for every image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImagesConfig {
+    /// Prepended to the service name to form the image name (e.g. `kodingcaravan-`).
+    #[serde(default)]
+    pub prefix: String,
+    /// A workspace package is a service when this file exists in its directory.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    /// Directories (relative to the root) whose packages are services; empty means any package
+    /// with a Dockerfile.
+    #[serde(default)]
+    pub service_dirs: Vec<String>,
+    /// The Dockerfile template (relative to the root) rendered by `cargo xtask dockerfiles`.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// The base image family a runtime stage must use (checked by `verify`).
+    #[serde(default = "default_base")]
+    pub base: String,
+    /// Build arguments for every image (part of every key).
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// The build target stage, when not the last one.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The platform to build for (e.g. `linux/amd64`); part of the key.
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            prefix: String::new(),
+            dockerfile: default_dockerfile(),
+            service_dirs: Vec::new(),
+            template: default_template(),
+            base: default_base(),
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: None,
+        }
+    }
+}
+
+/// Settings for one service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceConfig {
+    /// The image name, instead of `<prefix><service>`.
+    pub image: Option<String>,
+    /// The port, instead of `config.port` in the service's `package.json`.
+    pub port: Option<u16>,
+    /// Build arguments added to (and overriding) the global ones.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    /// Not a service even though it has a Dockerfile.
+    #[serde(default)]
+    pub skip: bool,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".to_string()
+}
+fn default_template() -> String {
+    "services/Dockerfile.template".to_string()
+}
+fn default_base() -> String {
+    "node:18-alpine".to_string()
+}
+
+impl Config {
+    /// Loads `images.toml` from `root`, or the defaults when there is none.
+    pub fn load(root: &Path) -> Result<(Config, Option<PathBuf>)> {
+        let path = root.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Config::default(), None))
+            }
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let config = Self::parse(&path, &text)?;
+        Ok((config, Some(path)))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            Error::Config {
+                path: path.to_path_buf(),
+                message: match line {
+                    Some(l) => format!("line {l}: {}", e.message()),
+                    None => e.message().to_string(),
+                },
+            }
+        })
+    }
+
+    pub fn service(&self, name: &str) -> ServiceConfig {
+        self.services.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The build arguments of a service: the global ones overridden by the service's.
+    pub fn build_args(&self, service: &str) -> BTreeMap<String, String> {
+        let mut args = self.images.build_args.clone();
+        if let Some(s) = self.services.get(service) {
+            args.extend(s.build_args.clone());
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (c, p) = Config::load(dir.path()).expect("load");
+        assert!(p.is_none());
+        assert_eq!(c.images.dockerfile, "Dockerfile");
+        assert_eq!(c.images.prefix, "");
+    }
+
+    #[test]
+    fn parses_services_and_merges_build_args() {
+        let c = Config::parse(
+            Path::new("images.toml"),
+            "[images]\nprefix = \"kc-\"\nbuild-args = { A = \"1\", B = \"2\" }\n\n[services.api]\nport = 3000\nbuild-args = { B = \"3\" }\n",
+        )
+        .expect("parse");
+        assert_eq!(c.images.prefix, "kc-");
+        assert_eq!(c.service("api").port, Some(3000));
+        let args = c.build_args("api");
+        assert_eq!(args.get("A").map(String::as_str), Some("1"));
+        assert_eq!(args.get("B").map(String::as_str), Some("3"));
+    }
+
+    #[test]
+    fn unknown_field_names_line() {
+        let err = Config::parse(Path::new("images.toml"), "[images]\n\nprefx = \"x\"\n")
+            .expect_err("unknown field");
+        let msg = err.to_string();
+        assert!(msg.contains("images.toml"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+}

@@ -1,1 +1,400 @@
-//! TODO
+//! Hash: blake3 of files in parallel (rayon), with a persisted stat cache so that a warm run reads
+//! no unchanged file. Racy-git aware: an entry as new as the cache file itself is re-hashed, since
+//! the file may have changed again within the same timestamp tick.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use crate::digest::FileDigest;
+use crate::{Error, Result};
+
+/// What `lstat` says about a file: what the stat cache compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub mode: u32,
+}
+
+impl FileStat {
+    pub fn from_metadata(m: &std::fs::Metadata) -> FileStat {
+        FileStat {
+            size: m.size(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
+            ino: m.ino(),
+            mode: m.mode(),
+        }
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    stat: FileStat,
+    digest: FileDigest,
+}
+
+/// The persisted stat cache: path (relative to the root) -> stat and digest.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    entries: HashMap<String, Entry>,
+    /// The mtime of the cache file when loaded; entries not older than this are not trusted.
+    saved_at_ns: i64,
+}
+
+const MAGIC: &[u8; 8] = b"KCSTAT01";
+
+/// Counters of one hashing pass, for tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HashStats {
+    /// Files asked for.
+    pub files: usize,
+    /// Files actually read and hashed (not answered by the stat cache).
+    pub hashed: usize,
+    pub bytes_read: u64,
+}
+
+impl StatCache {
+    pub fn new() -> StatCache {
+        StatCache::default()
+    }
+
+    /// Loads the cache at `path`. A missing file is an empty cache; a corrupt one is an empty cache
+    /// and a warning (returned), never an error: the stat cache only saves work.
+    pub fn load(path: &Path) -> (StatCache, Option<String>) {
+        let mut file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(_) => return (StatCache::new(), None),
+        };
+        let saved_at_ns = file
+            .metadata()
+            .map(|m| FileStat::from_metadata(&m).mtime_ns)
+            .unwrap_or(i64::MIN);
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return (
+                StatCache::new(),
+                Some(format!("ignored stat cache `{}`: {e}", path.display())),
+            );
+        }
+        match Self::decode(&bytes) {
+            Some(entries) => (
+                StatCache {
+                    entries,
+                    saved_at_ns,
+                },
+                None,
+            ),
+            None => (
+                StatCache::new(),
+                Some(format!(
+                    "ignored corrupt stat cache `{}`; every file is hashed again",
+                    path.display()
+                )),
+            ),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<HashMap<String, Entry>> {
+        if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
+            return None;
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let mut r = &body[8..];
+        let count = take_u64(&mut r)? as usize;
+        let mut entries = HashMap::with_capacity(count.min(1 << 22));
+        for _ in 0..count {
+            let len = take_u64(&mut r)? as usize;
+            if r.len() < len {
+                return None;
+            }
+            let (p, rest) = r.split_at(len);
+            r = rest;
+            let path = std::str::from_utf8(p).ok()?.to_string();
+            let stat = FileStat {
+                size: take_u64(&mut r)?,
+                mtime_ns: take_u64(&mut r)? as i64,
+                ctime_ns: take_u64(&mut r)? as i64,
+                ino: take_u64(&mut r)?,
+                mode: take_u64(&mut r)? as u32,
+            };
+            if r.len() < 32 {
+                return None;
+            }
+            let (d, rest) = r.split_at(32);
+            r = rest;
+            let digest = FileDigest::from_bytes(d.try_into().ok()?);
+            entries.insert(path, Entry { stat, digest });
+        }
+        r.is_empty().then_some(entries)
+    }
+
+    /// Writes the cache atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut body = Vec::with_capacity(64 + self.entries.len() * 96);
+        body.extend_from_slice(MAGIC);
+        body.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        let mut sorted: Vec<_> = self.entries.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (p, e) in sorted {
+            body.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            body.extend_from_slice(p.as_bytes());
+            for v in [
+                e.stat.size,
+                e.stat.mtime_ns as u64,
+                e.stat.ctime_ns as u64,
+                e.stat.ino,
+                u64::from(e.stat.mode),
+            ] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            body.extend_from_slice(e.digest.as_bytes());
+        }
+        let sum = blake3::hash(&body);
+        body.extend_from_slice(sum.as_bytes());
+        write_atomic(path, &body)
+    }
+
+    /// The digest recorded for `rel`, if its stat is unchanged and not racily new.
+    pub fn lookup(&self, rel: &str, stat: &FileStat) -> Option<FileDigest> {
+        let e = self.entries.get(rel)?;
+        let trusted =
+            e.stat == *stat && stat.mtime_ns < self.saved_at_ns && stat.ctime_ns < self.saved_at_ns;
+        trusted.then_some(e.digest)
+    }
+
+    pub fn insert(&mut self, rel: String, stat: FileStat, digest: FileDigest) {
+        self.entries.insert(rel, Entry { stat, digest });
+    }
+
+    /// Drops entries for paths not in `keep`, so the cache does not grow without bound.
+    pub fn retain(&mut self, keep: &std::collections::HashSet<&str>) {
+        self.entries.retain(|k, _| keep.contains(k.as_str()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn take_u64(r: &mut &[u8]) -> Option<u64> {
+    if r.len() < 8 {
+        return None;
+    }
+    let (a, b) = r.split_at(8);
+    *r = b;
+    Some(u64::from_le_bytes(a.try_into().ok()?))
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let mut tmp = tempfile_in(dir, path)?;
+    let result = (|| {
+        tmp.1.write_all(bytes)?;
+        tmp.1.sync_all()?;
+        std::fs::rename(&tmp.0, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp.0);
+        return Err(Error::io("write", path, e));
+    }
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path, target: &Path) -> Result<(PathBuf, std::fs::File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let stem = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create", p, e)),
+        }
+    }
+}
+
+/// The digest of a file's bytes, or of a symlink's target.
+pub fn hash_path(abs: &Path, stat: &FileStat) -> std::io::Result<(FileDigest, u64)> {
+    if stat.is_symlink() {
+        let target = std::fs::read_link(abs)?;
+        let bytes = target.as_os_str().as_encoded_bytes();
+        return Ok((FileDigest::of_bytes(bytes), bytes.len() as u64));
+    }
+    let mut file = std::fs::File::open(abs)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((FileDigest::from_hash(hasher.finalize()), total))
+}
+
+/// Hashes `files` (paths relative to `root`, with their `lstat`), answering from `cache` where it can,
+/// and records every new digest in it. Parallel with rayon unless `parallel` is false; the result is
+/// the same either way, in the order of `files`.
+pub fn hash_files(
+    root: &Path,
+    files: &[(String, FileStat)],
+    cache: &mut StatCache,
+    parallel: bool,
+) -> Result<(Vec<FileDigest>, HashStats)> {
+    let hashed = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let one = |(rel, stat): &(String, FileStat)| -> Result<(FileDigest, bool)> {
+        if let Some(d) = cache.lookup(rel, stat) {
+            return Ok((d, false));
+        }
+        let abs = root.join(rel);
+        let (d, n) = hash_path(&abs, stat).map_err(|e| Error::io("read", abs, e))?;
+        hashed.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(n, Ordering::Relaxed);
+        Ok((d, true))
+    };
+    let results: Vec<(FileDigest, bool)> = if parallel {
+        files.par_iter().map(one).collect::<Result<_>>()?
+    } else {
+        files.iter().map(one).collect::<Result<_>>()?
+    };
+    let mut digests = Vec::with_capacity(results.len());
+    for ((rel, stat), (d, fresh)) in files.iter().zip(results) {
+        if fresh {
+            cache.insert(rel.clone(), *stat, d);
+        }
+        digests.push(d);
+    }
+    Ok((
+        digests,
+        HashStats {
+            files: files.len(),
+            hashed: hashed.into_inner(),
+            bytes_read: bytes.into_inner(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(p: &Path) -> FileStat {
+        FileStat::from_metadata(&std::fs::symlink_metadata(p).expect("lstat"))
+    }
+
+    #[test]
+    fn warm_run_reads_nothing_and_edits_are_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("a"), "one").expect("write");
+        std::fs::write(root.join("b"), "two").expect("write");
+        let cache_path = root.join("cache/stat");
+        for f in ["a", "b"] {
+            set_mtime(&root.join(f), now_ns() - 10_000_000_000);
+        }
+        let files = |r: &Path| {
+            vec![
+                ("a".to_string(), stat(&r.join("a"))),
+                ("b".to_string(), stat(&r.join("b"))),
+            ]
+        };
+
+        let mut cache = StatCache::new();
+        let (d1, s1) = hash_files(root, &files(root), &mut cache, true).expect("hash");
+        assert_eq!(s1.hashed, 2);
+        cache.save(&cache_path).expect("save");
+        // A moment later: the files are older than the cache file (one timestamp tick at least).
+        set_mtime(&cache_path, now_ns() + 10_000_000_000);
+
+        let (mut warm, warn) = StatCache::load(&cache_path);
+        assert!(warn.is_none());
+        let (d2, s2) = hash_files(root, &files(root), &mut warm, true).expect("hash");
+        assert_eq!(s2.hashed, 0, "a warm run reads no unchanged file");
+        assert_eq!(d1, d2);
+
+        // Same size, new content: the mtime and ctime give it away.
+        std::fs::write(root.join("a"), "uno").expect("write");
+        let (d3, s3) = hash_files(root, &files(root), &mut warm, true).expect("hash");
+        assert_eq!(s3.hashed, 1);
+        assert_ne!(d3[0], d2[0]);
+        assert_eq!(d3[1], d2[1]);
+    }
+
+    #[test]
+    fn racy_entries_are_rehashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("a"), "one").expect("write");
+        let cache_path = root.join("stat");
+        let mut cache = StatCache::new();
+        let files = vec![("a".to_string(), stat(&root.join("a")))];
+        hash_files(root, &files, &mut cache, false).expect("hash");
+        cache.save(&cache_path).expect("save");
+        // The file is as new as the cache (same tick or newer): not trusted.
+        let cache_mtime = stat(&cache_path).mtime_ns;
+        set_mtime(&root.join("a"), cache_mtime);
+        let files = vec![("a".to_string(), stat(&root.join("a")))];
+        let (mut loaded, _) = StatCache::load(&cache_path);
+        let (_, s) = hash_files(root, &files, &mut loaded, false).expect("hash");
+        assert_eq!(s.hashed, 1);
+    }
+
+    #[test]
+    fn corrupt_cache_is_empty_with_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("stat");
+        std::fs::write(&p, b"KCSTAT01garbage-garbage-garbage-garbage-garbage").expect("write");
+        let (c, warn) = StatCache::load(&p);
+        assert!(c.is_empty());
+        assert!(warn.expect("warning").contains("corrupt"));
+    }
+
+    fn now_ns() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as i64
+    }
+
+    fn set_mtime(p: &Path, ns: i64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64);
+        let f = std::fs::File::options().write(true).open(p).expect("open");
+        f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .expect("set times");
+    }
+}

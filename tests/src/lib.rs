@@ -1,1 +1,283 @@
-//! Test support: a fixture-monorepo builder and helpers to run `cargo xtask` for real.
+//! Test support: a fixture-monorepo builder (as cargo-test-support's `project()`), a copy of the
+//! bundled example, and helpers to run `cargo xtask` for real.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root (where the cargo workspace is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The bundled example monorepo.
+pub fn example_dir() -> PathBuf {
+    repo_root().join("examples").join("kc-backend")
+}
+
+/// A temporary monorepo being written.
+pub struct Project {
+    dir: tempfile::TempDir,
+    files: Vec<(String, String)>,
+    shared: bool,
+}
+
+/// A minimal Dockerfile in the seed's shape for a fixture service.
+pub fn fixture_dockerfile(service: &str) -> String {
+    format!(
+        "FROM node:18-alpine AS base\nWORKDIR /app\nFROM base AS deps\nCOPY package.json pnpm-workspace.yaml ./\nCOPY shared/package.json shared/\nCOPY services/{service}/package.json services/{service}/\nFROM deps AS builder\nCOPY shared/ shared/\nCOPY services/{service}/ services/{service}/\nFROM node:18-alpine AS runtime\nCOPY --from=builder /app/services/{service} /app/service\nUSER nodejs\nHEALTHCHECK CMD node -e \"0\"\nCMD [\"node\", \"dist/index.js\"]\n"
+    )
+}
+
+/// Starts a fixture: a root `package.json`, `pnpm-workspace.yaml` (`shared`, `services/*`) and a
+/// `.dockerignore`; add packages with the methods below.
+pub fn project() -> Project {
+    let dir = tempfile::Builder::new()
+        .prefix("kc-fixture-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("failed to create a temp dir: {e}"));
+    Project {
+        dir,
+        files: vec![
+            (
+                "package.json".into(),
+                "{\n  \"name\": \"fixture\",\n  \"private\": true\n}\n".into(),
+            ),
+            (
+                "pnpm-workspace.yaml".into(),
+                "packages:\n  - 'shared'\n  - 'services/*'\n".into(),
+            ),
+            (
+                ".dockerignore".into(),
+                "**/node_modules\n**/dist\n**/*.log\n".into(),
+            ),
+        ],
+        shared: false,
+    }
+}
+
+impl Project {
+    /// Adds (or replaces) a file.
+    pub fn file(mut self, path: &str, contents: &str) -> Project {
+        self.files.retain(|(p, _)| p != path);
+        self.files.push((path.to_string(), contents.to_string()));
+        self
+    }
+
+    /// Adds the shared library `@fx/shared` with a source file.
+    pub fn shared(mut self) -> Project {
+        self.shared = true;
+        self.file(
+            "shared/package.json",
+            "{\n  \"name\": \"@fx/shared\",\n  \"version\": \"1.0.0\"\n}\n",
+        )
+        .file("shared/src/index.ts", "export const shared = 1;\n")
+    }
+
+    /// Adds a service `services/<name>` depending on the shared package (if any) and on `deps`
+    /// (`name` -> specifier), with a Dockerfile and a source file.
+    pub fn service(self, name: &str, deps: &[(&str, &str)]) -> Project {
+        let mut all: Vec<(String, String)> = Vec::new();
+        if self.shared {
+            all.push(("@fx/shared".into(), "workspace:*".into()));
+        }
+        all.extend(deps.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        let deps_json = all
+            .iter()
+            .map(|(n, s)| format!("    \"{n}\": \"{s}\""))
+            .collect::<Vec<_>>()
+            .join(",\n");
+        let pkg = format!(
+            "{{\n  \"name\": \"@fx/{name}\",\n  \"version\": \"1.0.0\",\n  \"config\": {{ \"port\": 3000 }},\n  \"dependencies\": {{\n{deps_json}\n  }}\n}}\n"
+        );
+        self.file(&format!("services/{name}/package.json"), &pkg)
+            .file(
+                &format!("services/{name}/src/index.ts"),
+                &format!("console.log('{name}');\n"),
+            )
+            .file(
+                &format!("services/{name}/Dockerfile"),
+                &fixture_dockerfile(name),
+            )
+    }
+
+    /// Writes the files and returns the finished fixture.
+    pub fn build(self) -> Fixture {
+        for (p, c) in &self.files {
+            write(&self.dir.path().join(p), c);
+        }
+        Fixture { dir: self.dir }
+    }
+}
+
+/// A monorepo on disk, removed when dropped.
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn write(&self, rel: &str, contents: &str) {
+        write(&self.path(rel), contents)
+    }
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel))
+            .unwrap_or_else(|e| panic!("failed to read {rel}: {e}"))
+    }
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path(rel))
+            .unwrap_or_else(|e| panic!("failed to remove {rel}: {e}"))
+    }
+    pub fn rename(&self, from: &str, to: &str) {
+        std::fs::rename(self.path(from), self.path(to))
+            .unwrap_or_else(|e| panic!("failed to rename {from}: {e}"))
+    }
+    /// Sets or clears the owner-execute bit.
+    pub fn set_executable(&self, rel: &str, exec: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(rel);
+        let mut perm = std::fs::metadata(&p).expect("stat").permissions();
+        let mode = if exec {
+            perm.mode() | 0o111
+        } else {
+            perm.mode() & !0o111
+        };
+        perm.set_mode(mode);
+        std::fs::set_permissions(&p, perm).expect("chmod");
+    }
+}
+
+/// Copies the bundled example (without `node_modules`, `dist` and caches) into a temp dir.
+pub fn copy_example() -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("kc-example-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("failed to create a temp dir: {e}"));
+    copy_tree(&example_dir(), dir.path());
+    Fixture { dir }
+}
+
+/// Copies a tree, skipping `node_modules`, `dist` and `.images-cache`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if matches!(
+            name.to_str(),
+            Some("node_modules" | "dist" | ".images-cache")
+        ) {
+            continue;
+        }
+        let ft = entry.file_type().expect("file type");
+        let dest = to.join(&name);
+        if ft.is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(entry.path()).expect("readlink");
+            std::os::unix::fs::symlink(target, &dest).expect("symlink");
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+}
+
+fn write(path: &Path, contents: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+    }
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The `xtask` binary, built once per test run (the `xtask` profile, as users run it), or the one
+/// named by `XTASK_BIN`.
+pub fn xtask_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("XTASK_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "xtask",
+                "--package",
+                "xtask",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .expect("failed to run cargo build for xtask");
+        assert!(status.success(), "building xtask failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"));
+        target.join("xtask").join("xtask")
+    })
+    .clone()
+}
+
+/// Runs `cargo xtask ARGS` with `--root root`.
+pub fn xtask(root: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("--root").arg(root).args(args);
+    cmd.env_remove("IMAGES_ROOT").env_remove("IMAGES_CACHE_DIR");
+    cmd.output().expect("failed to run xtask")
+}
+
+/// Runs xtask and parses its stdout as JSON, panicking with stderr when it fails.
+pub fn xtask_json(root: &Path, args: &[&str]) -> serde_json::Value {
+    let out = xtask(root, args);
+    assert!(
+        out.status.success(),
+        "xtask {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "xtask {args:?} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Analyses a monorepo with the engine directly, with a private cache dir.
+pub fn analyze(root: &Path) -> engine::pipeline::Analysis {
+    let mut opts = engine::pipeline::Options::new(root);
+    opts.cache_dir = Some(root.join(".images-cache"));
+    engine::pipeline::analyze(&opts).unwrap_or_else(|e| panic!("analyze failed: {e}"))
+}
+
+/// Each service's key, by service name.
+pub fn keys(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let a = analyze(root);
+    a.images
+        .iter()
+        .map(|i| (a.ws.services[i.service].name.clone(), i.key.to_hex()))
+        .collect()
+}
+
+/// The error of analysing a monorepo, as text.
+pub fn analyze_error(root: &Path) -> String {
+    let mut opts = engine::pipeline::Options::new(root);
+    opts.cache_dir = Some(root.join(".images-cache"));
+    match engine::pipeline::analyze(&opts) {
+        Ok(_) => panic!(
+            "analysis of {} succeeded, an error was expected",
+            root.display()
+        ),
+        Err(e) => e.to_string(),
+    }
+}

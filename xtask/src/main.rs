@@ -1,2 +1,88 @@
-//! `cargo xtask`: the command-line front of the engine. Only dispatches.
-fn main() {}
+//! `cargo xtask`: the command-line front of the engine. Parses flags and dispatches to one module
+//! per command; decisions live in `engine`, and only this crate prints.
+
+mod cmd;
+mod output;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Build the Docker images of a pnpm monorepo, rebuilding only what changed.
+///
+/// Each service (a workspace package with a Dockerfile) gets one image. The engine assembles each
+/// image's build context itself (the service, its workspace dependencies, the root files and the
+/// lockfile pruned to them), hashes it into a key, and builds only images whose key is not cached.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Examples:
+  cargo xtask images                  build what changed
+  cargo xtask images --dry-run        show the plan, and why each image would be built
+  cargo xtask explain api-gateway     every input of one image, with digests
+  cargo xtask graph --format dot | dot -Tsvg > graph.svg"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The monorepo root [default: the nearest directory above the current one holding
+    /// `pnpm-workspace.yaml`, else the bundled example `examples/kc-backend`]
+    #[arg(long, global = true, env = "IMAGES_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The local cache directory [default: `<root>/.images-cache`]
+    #[arg(long, global = true, env = "IMAGES_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How many builds run at once [default: the number of CPUs]
+    #[arg(short = 'j', long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Say more: phase timings, hashing counters
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the images whose inputs changed (or show the plan with --dry-run)
+    Images(cmd::images::Args),
+    /// Show the workspace graph of packages and images
+    Graph(cmd::graph::Args),
+    /// Show every input of one service's image: the files of its context and their digests
+    Explain(cmd::explain::Args),
+    /// Render each service's Dockerfile from the template, and lint them (--check: fail if stale)
+    Dockerfiles(cmd::dockerfiles::Args),
+    /// Look after the local cache: stats, gc, verify
+    Cache(cmd::cache::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Images(args) => args.run(&cli.global),
+        Command::Graph(args) => args.run(&cli.global),
+        Command::Explain(args) => args.run(&cli.global),
+        Command::Dockerfiles(args) => args.run(&cli.global),
+        Command::Cache(args) => args.run(&cli.global),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            output::error(&e);
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,1 +1,9 @@
 //! The one integration test binary: one module per area.
+
+mod build;
+mod cli;
+mod discover;
+mod errors;
+mod keys;
+mod lockfile_e2e;
+mod props;

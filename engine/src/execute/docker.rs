@@ -1,0 +1,403 @@
+//! The Docker backend: finds a client (the user's `DOCKER`, else the `docker` on `PATH` that
+//! supports BuildKit), and builds by streaming the engine's own tar of the context to
+//! `docker build -`. No shell: every process gets an argument vector.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{BuildError, BuildOutput, BuildRequest, Builder};
+use crate::{Error, Result};
+
+/// How the client builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    /// `docker buildx` is installed: `docker build` is BuildKit.
+    Buildx,
+    /// A client older than 23 that builds with BuildKit when `DOCKER_BUILDKIT=1`.
+    BuildkitEnv,
+    /// The deprecated legacy builder.
+    Legacy,
+}
+
+/// A Docker client and what it supports.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    pub client: PathBuf,
+    pub version: String,
+    pub mode: BuildMode,
+}
+
+fn client_version(client: &Path) -> Option<String> {
+    let out = Command::new(client)
+        .args(["version", "--format", "{{.Client.Version}}"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+fn major(version: &str) -> u32 {
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+fn probe(client: &Path) -> Option<Docker> {
+    let version = client_version(client)?;
+    let buildx = Command::new(client)
+        .args(["buildx", "version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let mode = if buildx {
+        BuildMode::Buildx
+    } else if major(&version) < 23 && major(&version) >= 18 {
+        BuildMode::BuildkitEnv
+    } else {
+        BuildMode::Legacy
+    };
+    Some(Docker {
+        client: client.to_path_buf(),
+        version,
+        mode,
+    })
+}
+
+impl Docker {
+    /// The client named by `DOCKER`, else the first `docker` on `PATH` that builds with BuildKit,
+    /// else the first `docker` on `PATH` (legacy builder, with a warning from the caller).
+    pub fn detect() -> Result<Docker> {
+        if let Some(c) = std::env::var_os("DOCKER").filter(|c| !c.is_empty()) {
+            let c = PathBuf::from(c);
+            return probe(&c).ok_or_else(|| {
+                Error::Other(format!(
+                    "the Docker client `{}` (from the DOCKER variable) does not run\n  hint: set DOCKER to a working `docker` binary, or unset it",
+                    c.display()
+                ))
+            });
+        }
+        let mut first = None;
+        let mut seen = HashSet::new();
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let c = dir.join("docker");
+            if !c.is_file() {
+                continue;
+            }
+            let canon = c.canonicalize().unwrap_or(c.clone());
+            if !seen.insert(canon) {
+                continue;
+            }
+            if let Some(d) = probe(&c) {
+                if d.mode != BuildMode::Legacy {
+                    return Ok(d);
+                }
+                first.get_or_insert(d);
+            }
+        }
+        first.ok_or_else(|| {
+            Error::Other(
+                "no Docker client found on PATH\n  hint: install Docker (or run `scripts/docker-env.sh`), or set DOCKER to the client's path".to_string(),
+            )
+        })
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.client);
+        if self.mode == BuildMode::BuildkitEnv {
+            c.env("DOCKER_BUILDKIT", "1");
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// A warning to show when builds will use the legacy builder.
+    pub fn legacy_warning(&self) -> Option<String> {
+        (self.mode == BuildMode::Legacy).then(|| {
+            format!(
+                "the Docker client `{}` ({}) has no BuildKit (no buildx plugin): using the deprecated legacy builder\n  hint: install the buildx plugin, or set DOCKER to a client that has it",
+                self.client.display(),
+                self.version
+            )
+        })
+    }
+
+    /// Checks that the daemon answers; the error says how to fix it.
+    pub fn ping(&self) -> Result<String> {
+        let out = self
+            .cmd()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .map_err(|e| Error::io("run", &self.client, e))?;
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !v.is_empty() {
+            return Ok(v);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".into());
+        Err(Error::Other(format!(
+            "cannot reach the Docker daemon ({host}): {}\n  hint: start Docker (on a machine without one: `scripts/docker-env.sh`), or point DOCKER_HOST / `docker context use` at a running engine",
+            tail(&stderr, 3).trim()
+        )))
+    }
+
+    /// The ids (`sha256:...`) of every image in the engine.
+    pub fn image_ids(&self) -> Result<HashSet<String>> {
+        let out = self
+            .cmd()
+            .args(["images", "-a", "-q", "--no-trunc"])
+            .output()
+            .map_err(|e| Error::io("run", &self.client, e))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "`docker images` failed: {}",
+                tail(&String::from_utf8_lossy(&out.stderr), 5)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// `repository:tag` -> image id, for every tagged image.
+    pub fn tags(&self) -> Result<std::collections::HashMap<String, String>> {
+        let out = self
+            .cmd()
+            .args([
+                "images",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.ID}}",
+            ])
+            .output()
+            .map_err(|e| Error::io("run", &self.client, e))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, id)| (t.to_string(), id.trim().to_string()))
+            .collect())
+    }
+
+    pub fn tag(&self, image_id: &str, tag: &str) -> Result<()> {
+        let out = self
+            .cmd()
+            .args(["tag", image_id, tag])
+            .output()
+            .map_err(|e| Error::io("run", &self.client, e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Other(format!(
+                "`docker tag {image_id} {tag}` failed: {}",
+                tail(&String::from_utf8_lossy(&out.stderr), 5)
+            )))
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The current step of a build, from one line of its progress output.
+pub fn step_of(line: &str) -> Option<String> {
+    // Legacy: "Step 3/20 : RUN pnpm install"
+    if let Some(rest) = line.strip_prefix("Step ") {
+        return Some(rest.trim().to_string());
+    }
+    // BuildKit plain: "#7 [deps 3/4] RUN pnpm install --frozen-lockfile"
+    let rest = line.strip_prefix('#')?;
+    let (_, rest) = rest.split_once(' ')?;
+    if rest.starts_with('[') {
+        let end = rest.find(']')?;
+        let inner = &rest[1..end];
+        if inner.contains('/') {
+            return Some(rest.trim().to_string());
+        }
+    }
+    None
+}
+
+impl Builder for Docker {
+    fn build(
+        &self,
+        req: &BuildRequest,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> std::result::Result<BuildOutput, BuildError> {
+        let fail = |message: String, log: &[u8]| BuildError {
+            message,
+            log_tail: tail(&String::from_utf8_lossy(log), 30),
+            interrupted: false,
+        };
+        let iid = req.work_dir.join(format!("{}.iid", req.service));
+        let _ = std::fs::remove_file(&iid);
+        let mut cmd = self.cmd();
+        cmd.arg("build");
+        if self.mode != BuildMode::Legacy {
+            cmd.arg("--progress=plain");
+        }
+        cmd.arg("-f").arg(&req.dockerfile);
+        cmd.arg("--iidfile").arg(&iid);
+        for t in &req.tags {
+            cmd.arg("-t").arg(t);
+        }
+        for (k, v) in &req.labels {
+            cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        for (k, v) in &req.build_args {
+            cmd.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        if let Some(t) = &req.target {
+            cmd.arg("--target").arg(t);
+        }
+        if let Some(p) = &req.platform {
+            cmd.arg("--platform").arg(p);
+        }
+        cmd.arg("-");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Its own process group: a Ctrl-C at the terminal reaches us, and we stop it cleanly.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().map_err(|e| {
+            fail(
+                format!("failed to run `{}`: {e}", self.client.display()),
+                b"",
+            )
+        })?;
+
+        let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let stream_error: Mutex<Option<String>> = Mutex::new(None);
+        let status = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                if let Some(w) = stdin.take() {
+                    let w = std::io::BufWriter::with_capacity(256 * 1024, w);
+                    match super::tar::write_context(&req.root, &req.context, w) {
+                        Ok(mut w) => {
+                            let _ = w.flush();
+                        }
+                        Err(e) => {
+                            if let Ok(mut s) = stream_error.lock() {
+                                *s = Some(e.to_string());
+                            }
+                        }
+                    }
+                }
+            });
+            let pump = |r: Box<dyn Read + Send>| {
+                let log = log.clone();
+                move || {
+                    for line in BufReader::new(r).split(b'\n') {
+                        let Ok(line) = line else { break };
+                        if let Ok(mut l) = log.lock() {
+                            l.extend_from_slice(&line);
+                            l.push(b'\n');
+                        }
+                        on_line(&String::from_utf8_lossy(&line));
+                    }
+                }
+            };
+            if let Some(o) = stdout {
+                scope.spawn(pump(Box::new(o)));
+            }
+            if let Some(e) = stderr {
+                scope.spawn(pump(Box::new(e)));
+            }
+            loop {
+                if req.cancel.load(Ordering::SeqCst) {
+                    // SIGINT lets the client cancel the build in the daemon; then make sure.
+                    let pid = child.id() as libc::pid_t;
+                    let _ = Command::new("kill")
+                        .args(["-INT", &pid.to_string()])
+                        .status();
+                    for _ in 0..50 {
+                        if let Ok(Some(s)) = child.try_wait() {
+                            return Err(s);
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    let _ = child.kill();
+                    return Err(child.wait().unwrap_or_default());
+                }
+                match child.try_wait() {
+                    Ok(Some(s)) => return Ok(s),
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(_) => return Ok(child.wait().unwrap_or_default()),
+                }
+            }
+        });
+        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        let status = match status {
+            Ok(s) => s,
+            Err(_) => {
+                return Err(BuildError {
+                    message: "interrupted".to_string(),
+                    log_tail: tail(&String::from_utf8_lossy(&log), 30),
+                    interrupted: true,
+                })
+            }
+        };
+        if let Some(e) = stream_error.lock().ok().and_then(|s| s.clone()) {
+            return Err(fail(e, &log));
+        }
+        if !status.success() {
+            return Err(fail(
+                format!(
+                    "`docker build` exited with {}",
+                    status
+                        .code()
+                        .map(|c| format!("code {c}"))
+                        .unwrap_or_else(|| "a signal".to_string())
+                ),
+                &log,
+            ));
+        }
+        let image_id = std::fs::read_to_string(&iid)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&iid);
+        if !image_id.starts_with("sha256:") {
+            return Err(fail(
+                "`docker build` succeeded but wrote no image id".to_string(),
+                &log,
+            ));
+        }
+        Ok(BuildOutput { image_id, log })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_from_both_builders() {
+        assert_eq!(
+            step_of("Step 3/20 : RUN pnpm install").as_deref(),
+            Some("3/20 : RUN pnpm install")
+        );
+        assert_eq!(
+            step_of("#7 [deps 3/4] RUN pnpm install --frozen-lockfile").as_deref(),
+            Some("[deps 3/4] RUN pnpm install --frozen-lockfile")
+        );
+        assert_eq!(step_of("#7 0.512 Progress: resolved 5"), None);
+        assert_eq!(step_of("#1 [internal] load build definition"), None);
+    }
+}

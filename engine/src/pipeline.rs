@@ -1,0 +1,271 @@
+//! The front of the pipeline, run by every driver: discover, list the contexts, hash (with the
+//! stat cache), build the graph, and compute each selected image's key in DAG order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::context::{self, Context};
+use crate::digest::{FileDigest, ImageKey};
+use crate::graph::Graph;
+use crate::hash::{self, HashStats, StatCache};
+use crate::key::{BaseImage, InputManifest, KeyManifest, KEY_FORMAT_VERSION};
+use crate::workspace::Workspace;
+use crate::Result;
+
+/// The file name of the stat cache inside the cache directory.
+pub const STAT_CACHE_FILE: &str = "stat-cache.bin";
+/// The default cache directory, relative to the monorepo root.
+pub const DEFAULT_CACHE_DIR: &str = ".images-cache";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// The cache directory; `<root>/.images-cache` when `None`.
+    pub cache_dir: Option<PathBuf>,
+    /// Services to analyse (names, package names or image names); all when empty. The images
+    /// they build `FROM` are added.
+    pub services: Vec<String>,
+    /// Extra build arguments (from flags), over the config's.
+    pub build_args: BTreeMap<String, String>,
+    /// Hash in parallel (the default) or on one thread.
+    pub parallel: bool,
+    /// Read and write the stat cache (the default).
+    pub stat_cache: bool,
+}
+
+impl Options {
+    pub fn new(root: impl Into<PathBuf>) -> Options {
+        Options {
+            root: root.into(),
+            cache_dir: None,
+            services: Vec::new(),
+            build_args: BTreeMap::new(),
+            parallel: true,
+            stat_cache: true,
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join(DEFAULT_CACHE_DIR))
+    }
+}
+
+/// The inputs and key of one image.
+#[derive(Debug, Clone)]
+pub struct ImageInputs {
+    pub service: usize,
+    pub context: Context,
+    pub manifest: KeyManifest,
+    pub key: ImageKey,
+}
+
+impl ImageInputs {
+    pub fn input_manifest(&self, ws: &Workspace) -> InputManifest {
+        InputManifest::new(
+            &ws.services[self.service].name,
+            self.manifest.clone(),
+            &self.context,
+        )
+    }
+}
+
+/// Timings of the phases, for `--verbose` and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct Timings {
+    pub discover: Duration,
+    pub list: Duration,
+    pub hash: Duration,
+    pub keys: Duration,
+}
+
+/// The result of the front of the pipeline.
+#[derive(Debug)]
+pub struct Analysis {
+    pub ws: Workspace,
+    pub graph: Graph,
+    /// One per selected service, in DAG order (an image after those it builds `FROM`).
+    pub images: Vec<ImageInputs>,
+    pub hash_stats: HashStats,
+    pub timings: Timings,
+    pub warnings: Vec<String>,
+    pub cache_dir: PathBuf,
+}
+
+impl Analysis {
+    pub fn image(&self, service: usize) -> Option<&ImageInputs> {
+        self.images.iter().find(|i| i.service == service)
+    }
+}
+
+/// Runs discover, inputs, hash, graph and keys.
+pub fn analyze(opts: &Options) -> Result<Analysis> {
+    let t0 = Instant::now();
+    let ws = Workspace::discover(&opts.root)?;
+    let mut timings = Timings {
+        discover: t0.elapsed(),
+        ..Timings::default()
+    };
+    let mut warnings = Vec::new();
+
+    // Selection: the named services and, transitively, the images they build FROM.
+    let t = Instant::now();
+    let mut selected: Vec<usize> = if opts.services.is_empty() {
+        (0..ws.services.len()).collect()
+    } else {
+        opts.services
+            .iter()
+            .map(|n| ws.service(n))
+            .collect::<Result<_>>()?
+    };
+    // The Dockerfiles of every service are needed for the image graph; list all selected.
+    let mut listing = context::list(&ws, &selected)?;
+    let dockerfiles: HashMap<usize, std::sync::Arc<crate::dockerfile::Dockerfile>> = listing
+        .services
+        .iter()
+        .map(|s| (s.service, s.dockerfile.clone()))
+        .collect();
+    let df_refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
+        .map(|s| dockerfiles.get(&s).map(|d| d.as_ref()))
+        .collect();
+    let graph = Graph::build(&ws, &df_refs)?;
+    // Add FROM dependencies missing from the selection, then list them too.
+    let mut closure: HashSet<usize> = selected.iter().copied().collect();
+    let mut stack = selected.clone();
+    while let Some(s) = stack.pop() {
+        for &d in &graph.image_deps[s] {
+            if closure.insert(d) {
+                stack.push(d);
+            }
+        }
+    }
+    let graph = if closure.len() > selected.len() {
+        selected = closure.into_iter().collect();
+        selected.sort_unstable();
+        listing = context::list(&ws, &selected)?;
+        let dockerfiles: HashMap<usize, &crate::dockerfile::Dockerfile> = listing
+            .services
+            .iter()
+            .map(|s| (s.service, s.dockerfile.as_ref()))
+            .collect();
+        let refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
+            .map(|s| dockerfiles.get(&s).copied())
+            .collect();
+        Graph::build(&ws, &refs)?
+    } else {
+        graph
+    };
+    timings.list = t.elapsed();
+
+    // Hash every file once, answering from the stat cache where it can.
+    let t = Instant::now();
+    let cache_dir = opts.cache_dir();
+    let stat_path = cache_dir.join(STAT_CACHE_FILE);
+    let mut stat_cache = if opts.stat_cache {
+        let (c, warn) = StatCache::load(&stat_path);
+        warnings.extend(warn);
+        c
+    } else {
+        StatCache::new()
+    };
+    let files: Vec<(String, hash::FileStat)> =
+        listing.files.iter().map(|(p, s)| (p.clone(), *s)).collect();
+    let (digests, hash_stats) = hash::hash_files(&ws.root, &files, &mut stat_cache, opts.parallel)?;
+    if opts.stat_cache && hash_stats.hashed > 0 {
+        if opts.services.is_empty() {
+            let keep: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+            stat_cache.retain(&keep);
+        }
+        if let Err(e) = stat_cache.save(&stat_path) {
+            warnings.push(format!("could not save the stat cache: {e}"));
+        }
+    }
+    let by_path: HashMap<&str, FileDigest> = files
+        .iter()
+        .zip(&digests)
+        .map(|((p, _), d)| (p.as_str(), *d))
+        .collect();
+    let contexts = context::assemble(&listing, &by_path);
+    timings.hash = t.elapsed();
+
+    // Keys, in DAG order so that FROM images' keys are known.
+    let t = Instant::now();
+    let mut by_service: HashMap<usize, Context> =
+        contexts.into_iter().map(|c| (c.service, c)).collect();
+    let mut keys: HashMap<usize, ImageKey> = HashMap::new();
+    let mut images = Vec::new();
+    for s in graph.image_order() {
+        let Some(ctx) = by_service.remove(&s) else {
+            continue;
+        };
+        let svc = &ws.services[s];
+        let sc = ws.config.service(&svc.name);
+        let mut build_args = ws.config.build_args(&svc.name);
+        build_args.extend(opts.build_args.clone());
+        let dockerfile_digest = ctx
+            .files
+            .iter()
+            .find(|f| f.path == svc.dockerfile)
+            .map(|f| f.digest)
+            .unwrap_or_else(|| FileDigest::of_bytes(b""));
+        let mut from_images = BTreeMap::new();
+        let mut base_images = Vec::new();
+        for (reference, _) in ctx.dockerfile.external_images() {
+            let name = crate::graph::strip_tag(&reference);
+            match ws.services.iter().position(|o| o.image == name) {
+                Some(t) if graph.image_deps[s].contains(&t) => {
+                    if let Some(k) = keys.get(&t) {
+                        from_images.insert(ws.services[t].name.clone(), *k);
+                    }
+                }
+                _ => base_images.push(BaseImage {
+                    digest: reference.split_once('@').map(|(_, d)| d.to_string()),
+                    reference,
+                }),
+            }
+        }
+        let manifest = KeyManifest {
+            format: KEY_FORMAT_VERSION,
+            dockerfile: svc.dockerfile.clone(),
+            dockerfile_digest,
+            context: ctx.digest,
+            build_args,
+            target: sc
+                .target
+                .clone()
+                .or_else(|| ws.config.images.target.clone()),
+            platform: sc
+                .platform
+                .clone()
+                .or_else(|| ws.config.images.platform.clone()),
+            base_images,
+            from_images,
+        };
+        let key = manifest.key();
+        keys.insert(s, key);
+        images.push(ImageInputs {
+            service: s,
+            context: ctx,
+            manifest,
+            key,
+        });
+    }
+    timings.keys = t.elapsed();
+
+    Ok(Analysis {
+        ws,
+        graph,
+        images,
+        hash_stats,
+        timings,
+        warnings,
+        cache_dir,
+    })
+}
+
+/// The cache directory for a root when none is given.
+pub fn default_cache_dir(root: &Path) -> PathBuf {
+    root.join(DEFAULT_CACHE_DIR)
+}

@@ -1,0 +1,400 @@
+//! End-to-end builds with a real Docker engine on copies of the example (issue: build the images).
+//! Docker must be reachable (`scripts/test.sh` starts one); these tests fail loudly otherwise.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tests::{copy_example, xtask, Fixture};
+
+/// Docker builds share one engine and two cores: one test at a time.
+static DOCKER: Mutex<()> = Mutex::new(());
+
+fn docker() -> Command {
+    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    let mut c = Command::new(client);
+    if std::env::var("DOCKER_BUILDKIT").is_err() {
+        c.env("DOCKER_BUILDKIT", "1");
+    }
+    c
+}
+
+fn docker_out(args: &[&str]) -> Output {
+    docker().args(args).output().expect("failed to run docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker_out(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A copy of the example whose images get a prefix of their own; they are removed on drop.
+struct Example {
+    fx: Fixture,
+    prefix: String,
+}
+
+impl Example {
+    fn new(tag: &str) -> Example {
+        let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
+        assert!(
+            out.status.success(),
+            "these tests need a Docker engine (run them with scripts/test.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fx = copy_example();
+        let prefix = format!("kct-{}-{tag}-", std::process::id());
+        fx.write("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"));
+        Example { fx, prefix }
+    }
+
+    fn images(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        let mut all = vec!["images", "--json"];
+        all.extend_from_slice(args);
+        let out = xtask(self.fx.root(), &all);
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "images printed no JSON ({e}); stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, json)
+    }
+
+    /// Runs `images` and asserts success; returns service -> (action, image id).
+    fn run_ok(&self) -> std::collections::BTreeMap<String, (String, String)> {
+        let (out, json) = self.images(&[]);
+        assert!(
+            out.status.success(),
+            "images failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        actions(&json)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let list = docker_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&self.prefix))
+            .map(String::from)
+            .collect();
+        if !tags.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(tags.iter().map(String::as_str));
+            let _ = docker_out(&args);
+        }
+    }
+}
+
+fn actions(json: &serde_json::Value) -> std::collections::BTreeMap<String, (String, String)> {
+    json["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["service"].as_str().expect("service").to_string(),
+                (
+                    i["action"].as_str().expect("action").to_string(),
+                    i["image_id"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn built(a: &std::collections::BTreeMap<String, (String, String)>) -> Vec<&str> {
+    a.iter()
+        .filter(|(_, (act, _))| act == "built")
+        .map(|(s, _)| s.as_str())
+        .collect()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Starts an image, checks the runtime rules, stops it.
+fn check_image(image: &str, service: &str, all_services: &[&str]) {
+    let cid = docker_ok(&[
+        "run",
+        "-d",
+        "-p",
+        "127.0.0.1::8080",
+        "-e",
+        "PORT=8080",
+        image,
+    ]);
+    let result = std::panic::catch_unwind(|| {
+        let port: u16 = docker_ok(&["port", &cid, "8080/tcp"])
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("published port");
+        let mut health = None;
+        for _ in 0..50 {
+            if let Some(b) = http_get(port, "/health") {
+                if b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200") {
+                    health = Some(b);
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let health = health.unwrap_or_else(|| {
+            panic!(
+                "{image} never answered /health; logs:\n{}",
+                docker_ok(&["logs", &cid])
+            )
+        });
+        assert!(health.contains(service), "{health}");
+        assert_eq!(docker_ok(&["exec", &cid, "id", "-u"]), "1001");
+        let cmd = docker_ok(&["inspect", "--format", "{{json .Config.Cmd}}", image]);
+        assert_eq!(cmd, "[\"node\",\"dist/index.js\"]");
+        let entry = docker_ok(&["inspect", "--format", "{{json .Config.Entrypoint}}", image]);
+        assert_eq!(entry, "null");
+        let app = docker_ok(&["exec", &cid, "ls", "/app"]);
+        let mut entries: Vec<&str> = app.lines().collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            vec!["service", "shared"],
+            "/app holds shared and this service only"
+        );
+        let found = docker_ok(&[
+            "exec",
+            &cid,
+            "sh",
+            "-c",
+            "grep -rl -e kodingcaravan/ /app --include=package.json | sort",
+        ]);
+        for other in all_services.iter().filter(|s| **s != service) {
+            assert!(!found.contains(other), "{other} found in {image}: {found}");
+            let grep = docker_out(&[
+                "exec",
+                &cid,
+                "grep",
+                "-rq",
+                other,
+                "/app/service/dist",
+                "/app/shared/dist",
+            ]);
+            // The gateway routes to the others by URL, so only it may name them in code.
+            if service != "api-gateway" {
+                assert!(!grep.status.success(), "{image} mentions {other}");
+            }
+        }
+        let pnpm = docker_out(&["exec", &cid, "sh", "-c", "command -v pnpm || ls /root/.cache/node/corepack/pnpm 2>/dev/null || find / -name 'pnpm*' -path '*bin*' 2>/dev/null | head -1"]);
+        assert!(
+            String::from_utf8_lossy(&pnpm.stdout).trim().is_empty(),
+            "pnpm found in {image}: {}",
+            String::from_utf8_lossy(&pnpm.stdout)
+        );
+        let label = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"com.kodingcaravan.images.key\"}}",
+            image,
+        ]);
+        assert_eq!(label.len(), 64);
+    });
+    let _ = docker_out(&["rm", "-f", &cid]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn builds_everything_once_then_exactly_what_changed() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::new("seq");
+    let services = [
+        "api-gateway",
+        "course-service",
+        "enrollment-service",
+        "student-service",
+    ];
+
+    let first = ex.run_ok();
+    assert_eq!(
+        built(&first),
+        services.to_vec(),
+        "the first run builds every image"
+    );
+
+    let second = ex.run_ok();
+    assert!(second.values().all(|(a, _)| a == "cached"), "{second:?}");
+    for s in services {
+        assert_eq!(first[s].1, second[s].1, "image ids are unchanged");
+    }
+
+    // A file .dockerignore excludes: nothing to build.
+    ex.fx.write("README.md", "edited\n");
+    ex.fx.write("services/student-service/debug.log", "noise\n");
+    let third = ex.run_ok();
+    assert!(built(&third).is_empty(), "{third:?}");
+
+    // One service's source: exactly that image.
+    let p = "services/student-service/src/index.ts";
+    ex.fx.write(p, &format!("{}\n// edited\n", ex.fx.read(p)));
+    let fourth = ex.run_ok();
+    assert_eq!(built(&fourth), vec!["student-service"]);
+
+    // The shared package: all of them.
+    let p = "shared/src/logger.ts";
+    ex.fx.write(p, &format!("{}\n// edited\n", ex.fx.read(p)));
+    let fifth = ex.run_ok();
+    assert_eq!(built(&fifth), services.to_vec());
+
+    // An image removed from the engine: that one is rebuilt.
+    let image = format!("{}course-service", ex.prefix);
+    let id = fifth["course-service"].1.clone();
+    docker_ok(&["rmi", "-f", &id]);
+    let sixth = ex.run_ok();
+    assert_eq!(built(&sixth), vec!["course-service"]);
+
+    for s in services {
+        check_image(&format!("{}{s}:latest", ex.prefix), s, &services);
+    }
+    // The key tag names the same image as latest.
+    let (_, plan) = ex.images(&["--dry-run"]);
+    let key = plan["images"][1]["key"].as_str().expect("key").to_string();
+    let by_key = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &format!("{image}:key-{}", &key[..32]),
+    ]);
+    assert_eq!(
+        by_key,
+        docker_ok(&["inspect", "--format", "{{.Id}}", &format!("{image}:latest")])
+    );
+}
+
+#[test]
+fn a_compile_error_fails_that_image_only_and_records_nothing() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::new("fail");
+    let p = "services/enrollment-service/src/index.ts";
+    ex.fx.write(
+        p,
+        &format!(
+            "{}\nconst broken: number = \"not a number\";\n",
+            ex.fx.read(p)
+        ),
+    );
+    let (out, json) = ex.images(&["--keep-going"]);
+    assert!(!out.status.success(), "a failed build exits non-zero");
+    let a = actions(&json);
+    assert_eq!(a["enrollment-service"].0, "failed");
+    assert_eq!(
+        built(&a),
+        vec!["api-gateway", "course-service", "student-service"]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("building enrollment-service failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error TS2322"),
+        "the log tail shows the compiler error: {stderr}"
+    );
+    // The whole log is saved, and no record was written for the failed key.
+    let key = json["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["service"] == "enrollment-service")
+        .and_then(|i| i["key"].as_str())
+        .expect("key")
+        .to_string();
+    let store = cache::Store::open(&ex.fx.path(".images-cache")).expect("store");
+    assert!(store.get_record(&key).expect("read").is_none());
+    let logs: Vec<_> = std::fs::read_dir(ex.fx.path(".images-cache/logs"))
+        .expect("logs")
+        .collect();
+    assert_eq!(logs.len(), 1);
+    // The next run builds only the broken one again (and fails again).
+    let (out, json) = ex.images(&[]);
+    assert!(!out.status.success());
+    let a = actions(&json);
+    assert_eq!(a["enrollment-service"].0, "failed");
+    assert!(built(&a).is_empty(), "{a:?}");
+}
+
+fn verify_cache(root: &Path) {
+    let out = xtask(root, &["cache", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(out.status.success(), "cache verify: {report}");
+    assert!(
+        report["moved_aside"].as_array().expect("list").is_empty(),
+        "{report}"
+    );
+}
+
+#[test]
+fn concurrent_runs_and_a_killed_run_leave_a_sound_cache() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::new("conc");
+    let root = ex.fx.root().to_path_buf();
+    let spawn = || {
+        Command::new(tests::xtask_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(["images", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let a = spawn();
+    let b = spawn();
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    verify_cache(&root);
+    let after = ex.run_ok();
+    assert!(after.values().all(|(a, _)| a == "cached"), "{after:?}");
+
+    // A run killed with SIGKILL in the middle of a build.
+    let p = "shared/src/health.ts";
+    ex.fx.write(p, &format!("{}\n// edited\n", ex.fx.read(p)));
+    let mut victim = spawn();
+    // Let its builds get going (all four rebuild after a shared edit), then kill it mid-build.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        victim.try_wait().expect("wait").is_none(),
+        "the run must still be building"
+    );
+    victim.kill().expect("SIGKILL");
+    let _ = victim.wait();
+    verify_cache(&root);
+    let next = ex.run_ok();
+    assert!(
+        next.values().all(|(a, _)| a == "built" || a == "cached"),
+        "{next:?}"
+    );
+    let again = ex.run_ok();
+    assert!(again.values().all(|(a, _)| a == "cached"), "{again:?}");
+    verify_cache(&root);
+}

@@ -1,0 +1,105 @@
+//! The commands as users run them: `graph`, `images --dry-run`, `explain`, with their JSON shapes.
+
+use tests::{copy_example, xtask, xtask_json};
+
+#[test]
+fn graph_json_dot_and_text() {
+    let ex = copy_example();
+    let g = xtask_json(ex.root(), &["graph", "--format", "json"]);
+    let packages = g["packages"].as_array().expect("packages");
+    assert_eq!(packages.len(), 5);
+    let shared = packages
+        .iter()
+        .find(|p| p["name"] == "@kodingcaravan/shared")
+        .expect("shared");
+    assert_eq!(shared["kind"], "library");
+    assert_eq!(shared["dir"], "shared");
+    let gw = packages
+        .iter()
+        .find(|p| p["dir"] == "services/api-gateway")
+        .expect("gateway");
+    assert_eq!(gw["kind"], "service");
+    let edges = g["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 4);
+    assert!(edges.iter().all(|e| e["to"] == "@kodingcaravan/shared"));
+
+    let dot = xtask(ex.root(), &["graph", "--format", "dot"]);
+    assert!(dot.status.success());
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert!(
+        dot.contains("\"@kodingcaravan/api-gateway\" -> \"@kodingcaravan/shared\""),
+        "{dot}"
+    );
+    let text = xtask(ex.root(), &["graph"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("student-service"));
+}
+
+#[test]
+fn dry_run_plans_every_image_with_reasons() {
+    let ex = copy_example();
+    let plan = xtask_json(ex.root(), &["images", "--dry-run", "--json"]);
+    let images = plan["images"].as_array().expect("images");
+    assert_eq!(images.len(), 4);
+    for i in images {
+        assert_eq!(i["action"], "build");
+        assert_eq!(i["key"].as_str().expect("key").len(), 64);
+        assert!(i["image"]
+            .as_str()
+            .expect("image")
+            .starts_with("kodingcaravan-"));
+        assert_eq!(i["reasons"][0], "no previous build recorded");
+    }
+    // Selecting one service plans only that one.
+    let one = xtask_json(
+        ex.root(),
+        &["images", "--dry-run", "--json", "course-service"],
+    );
+    assert_eq!(one["images"].as_array().expect("images").len(), 1);
+    // An unknown service is an error that lists the known ones.
+    let bad = xtask(ex.root(), &["images", "--dry-run", "nope"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("unknown service `nope`") && err.contains("api-gateway"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_lists_every_context_file_with_its_digest() {
+    let ex = copy_example();
+    let e = xtask_json(ex.root(), &["explain", "student-service", "--json"]);
+    assert_eq!(e["service"], "student-service");
+    let inputs = e["inputs"].as_array().expect("inputs");
+    let paths: Vec<&str> = inputs
+        .iter()
+        .map(|i| i["path"].as_str().expect("path"))
+        .collect();
+    for must in [
+        "package.json",
+        "pnpm-lock.yaml",
+        "pnpm-workspace.yaml",
+        ".npmrc",
+        "shared/src/index.ts",
+        "services/student-service/src/index.ts",
+        "services/student-service/Dockerfile",
+    ] {
+        assert!(paths.contains(&must), "{must} missing from {paths:?}");
+    }
+    for never in [
+        "services/api-gateway/src/index.ts",
+        "README.md",
+        "docker-compose.yml",
+    ] {
+        assert!(!paths.contains(&never), "{never} must not be an input");
+    }
+    assert!(inputs
+        .iter()
+        .all(|i| i["digest"].as_str().expect("digest").len() == 64));
+    let plan = xtask_json(
+        ex.root(),
+        &["images", "--dry-run", "--json", "student-service"],
+    );
+    assert_eq!(plan["images"][0]["key"], e["key"]);
+}

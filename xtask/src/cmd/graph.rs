@@ -1,0 +1,41 @@
+//! `cargo xtask graph`: the workspace's packages and images, as text, DOT or JSON.
+
+use crate::{output, Global};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output format (`--json` is the same as `--format json`)
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+impl Args {
+    pub fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let opts = output::options(global)?;
+        let ws = engine::workspace::Workspace::discover(&opts.root)?;
+        let listing = engine::context::list(&ws, &(0..ws.services.len()).collect::<Vec<_>>())?;
+        let mut dockerfiles = vec![None; ws.services.len()];
+        for s in &listing.services {
+            dockerfiles[s.service] = Some(s.dockerfile.as_ref());
+        }
+        let graph = engine::graph::Graph::build(&ws, &dockerfiles)?;
+        let format = if global.json {
+            Format::Json
+        } else {
+            self.format
+        };
+        match format {
+            Format::Json => output::json(&graph.to_json(&ws))?,
+            Format::Dot => print!("{}", graph.to_dot(&ws)),
+            Format::Text => print!("{}", graph.to_text(&ws)),
+        }
+        Ok(0)
+    }
+}

@@ -1,0 +1,350 @@
+//! `cargo xtask images`: plan, and build the images whose key is not cached.
+
+use serde::Serialize;
+
+use crate::{output, Global};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Services to build (directory, package or image names); all when none is given. Images they
+    /// build FROM are included
+    pub services: Vec<String>,
+    /// Show the plan (each image's key, build or cached, and why) without building
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build even when the key is cached
+    #[arg(long)]
+    pub force: bool,
+    /// Keep building the other images when one fails
+    #[arg(long)]
+    pub keep_going: bool,
+    /// A build argument for every image, `NAME=VALUE` (part of the key); repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ImageJson {
+    pub service: String,
+    pub image: String,
+    pub key: String,
+    pub action: String,
+    pub reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The reasons as data (`kind` and what changed).
+    pub reason_details: Vec<engine::plan::Reason>,
+    /// Why a build failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The saved log of a failed build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ImagesJson {
+    pub images: Vec<ImageJson>,
+}
+
+pub fn parse_build_args(
+    args: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in args {
+        let (k, v) = a.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("invalid --build-arg `{a}`\n  hint: use `--build-arg NAME=VALUE`")
+        })?;
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!("invalid build argument name `{k}` in `--build-arg {a}`\n  hint: names use letters, digits and `_`");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+impl Args {
+    pub fn run(self, global: &Global) -> anyhow::Result<i32> {
+        let mut opts = output::options(global)?;
+        opts.services = self.services.clone();
+        opts.build_args = parse_build_args(&self.build_args)?;
+        let analysis = output::analyze(global, &opts)?;
+        let store = output::open_store(&analysis)?;
+        if !self.dry_run {
+            return build(self, global, &analysis, &store);
+        }
+        let plans = engine::plan::plan(&analysis, &store, self.force, &mut |_| true)?;
+        for w in store.take_warnings() {
+            output::warn(&w);
+        }
+        if global.json {
+            let images = plans
+                .iter()
+                .map(|p| ImageJson {
+                    service: p.service.clone(),
+                    image: p.image.clone(),
+                    key: p.key.to_hex(),
+                    action: match p.action {
+                        engine::plan::Action::Build => "build".into(),
+                        engine::plan::Action::Cached => "cached".into(),
+                    },
+                    reasons: p.reasons.iter().map(|r| r.to_string()).collect(),
+                    image_id: p.image_id.clone(),
+                    duration_ms: None,
+                    reason_details: p.reasons.clone(),
+                    error: None,
+                    log: None,
+                })
+                .collect();
+            output::json(&ImagesJson { images })?;
+            return Ok(0);
+        }
+        let rows: Vec<Vec<String>> = plans
+            .iter()
+            .map(|p| {
+                vec![
+                    p.service.clone(),
+                    p.image.clone(),
+                    p.key.short(12),
+                    match p.action {
+                        engine::plan::Action::Build => "build".into(),
+                        engine::plan::Action::Cached => "cached".into(),
+                    },
+                    if p.reasons.is_empty() {
+                        "-".to_string()
+                    } else {
+                        p.reasons
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(&["SERVICE", "IMAGE", "KEY", "ACTION", "WHY"], &rows)
+        );
+        let n_build = plans
+            .iter()
+            .filter(|p| p.action == engine::plan::Action::Build)
+            .count();
+        eprintln!(
+            "{} to build, {} cached ({} files, {} read)",
+            n_build,
+            plans.len() - n_build,
+            analysis.hash_stats.files,
+            analysis.hash_stats.hashed
+        );
+        Ok(0)
+    }
+}
+
+/// The real run: plan against the engine's images, build what is not cached, record, report.
+fn build(
+    args: Args,
+    global: &Global,
+    analysis: &engine::pipeline::Analysis,
+    store: &cache::Store,
+) -> anyhow::Result<i32> {
+    use engine::execute::{self, docker::Docker, Outcome};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let docker = Docker::detect()?;
+    docker.ping()?;
+    if let Some(w) = docker.legacy_warning() {
+        output::warn(&w);
+    }
+    let ids = docker.image_ids()?;
+    let plans = engine::plan::plan(analysis, store, args.force, &mut |r| {
+        ids.contains(&r.image_id)
+    })?;
+    for w in store.take_warnings() {
+        output::warn(&w);
+    }
+    let ws = &analysis.ws;
+
+    // Cached images: make `<image>:latest` (and the key tag) point at the cached image.
+    let tags = docker.tags()?;
+    for p in plans
+        .iter()
+        .filter(|p| p.action == engine::plan::Action::Cached)
+    {
+        if let Some(id) = &p.image_id {
+            for t in [
+                format!("{}:latest", p.image),
+                format!("{}:{}", p.image, execute::key_tag(&p.key)),
+            ] {
+                if tags.get(&t) != Some(id) {
+                    docker.tag(id, &t)?;
+                }
+            }
+        }
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C: stop now; nothing unfinished was recorded.
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: stopping the builds (nothing unfinished is recorded)");
+        });
+    }
+
+    let names: Vec<String> = ws.services.iter().map(|s| s.name.clone()).collect();
+    let expected = |s: usize| {
+        store
+            .last_built(&ws.services[s].name)
+            .and_then(|l| store.get_record(&l.key).ok().flatten())
+            .map(|r| r.duration_ms)
+            .unwrap_or(30_000)
+    };
+    let to_build: Vec<(usize, u64)> = plans
+        .iter()
+        .filter(|p| p.action == engine::plan::Action::Build)
+        .map(|p| (p.index, expected(p.index)))
+        .collect();
+    if !global.json {
+        for p in plans
+            .iter()
+            .filter(|p| p.action == engine::plan::Action::Build)
+        {
+            let why: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
+            eprintln!("   {} needs a build: {}", p.service, why.join("; "));
+        }
+    }
+    let reporter = crate::report::Shared::new(global.json, names.clone(), &to_build);
+    let work_dir = analysis.cache_dir.join("work");
+    std::fs::create_dir_all(&work_dir)?;
+    let jobs = global.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let started = std::time::Instant::now();
+    let outcomes = execute::run(
+        analysis,
+        &plans,
+        &docker,
+        &execute::RunOptions {
+            jobs,
+            keep_going: args.keep_going,
+            cancel: cancel.clone(),
+            work_dir,
+        },
+        &|e| reporter.event(e),
+    );
+    reporter.finish();
+
+    // Record what was built; save the logs of failures.
+    let logs_dir = analysis.cache_dir.join("logs");
+    let mut json_images = Vec::new();
+    let (mut built, mut cached, mut failed, mut skipped) = (0, 0, 0, 0);
+    let mut saved_ms = 0u64;
+    for p in &plans {
+        let mut failure = None;
+        let outcome = outcomes.get(&p.index);
+        let (action, image_id, duration_ms) = match outcome {
+            Some(Outcome::Cached { image_id }) => {
+                cached += 1;
+                saved_ms += expected(p.index);
+                ("cached", image_id.clone(), None)
+            }
+            Some(Outcome::Built {
+                image_id,
+                duration,
+                log,
+            }) => {
+                built += 1;
+                let tags = vec![
+                    format!("{}:latest", p.image),
+                    format!("{}:{}", p.image, execute::key_tag(&p.key)),
+                ];
+                engine::plan::record_build(
+                    store,
+                    analysis,
+                    p.index,
+                    image_id,
+                    tags,
+                    duration.as_millis() as u64,
+                    Some(log),
+                )?;
+                (
+                    "built",
+                    Some(image_id.clone()),
+                    Some(duration.as_millis() as u64),
+                )
+            }
+            Some(Outcome::Failed {
+                error,
+                duration,
+                log,
+            }) => {
+                failed += 1;
+                std::fs::create_dir_all(&logs_dir)?;
+                let path = logs_dir.join(format!("{}-{}.log", p.service, p.key.short(12)));
+                std::fs::write(&path, log)?;
+                // On stderr even with --json: stdout holds the document, stderr the story.
+                eprintln!(
+                    "\nerror: building {} failed: {}\n--- last lines of the log (whole log: {}) ---\n{}\n---",
+                    p.service,
+                    error.message,
+                    path.display(),
+                    error.log_tail
+                );
+                failure = Some((error.message.clone(), path.display().to_string()));
+                ("failed", None, Some(duration.as_millis() as u64))
+            }
+            Some(Outcome::Skipped { .. }) | None => {
+                skipped += 1;
+                ("skipped", None, None)
+            }
+        };
+        let mut reasons: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
+        if let Some(Outcome::Skipped { because }) = outcome {
+            reasons.push(format!("skipped: {because}"));
+        }
+        json_images.push(ImageJson {
+            service: p.service.clone(),
+            image: p.image.clone(),
+            key: p.key.to_hex(),
+            action: action.to_string(),
+            reasons,
+            image_id,
+            duration_ms,
+            reason_details: p.reasons.clone(),
+            error: failure.as_ref().map(|f| f.0.clone()),
+            log: failure.map(|f| f.1),
+        });
+    }
+    let interrupted = cancel.load(Ordering::SeqCst);
+    if global.json {
+        output::json(&ImagesJson {
+            images: json_images,
+        })?;
+    } else {
+        eprintln!(
+            "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
+            built,
+            cached,
+            failed,
+            skipped,
+            crate::report::duration(started.elapsed()),
+            crate::report::duration(std::time::Duration::from_millis(saved_ms)),
+        );
+    }
+    Ok(if interrupted {
+        130
+    } else if failed > 0 || skipped > 0 {
+        1
+    } else {
+        0
+    })
+}

@@ -1,0 +1,7 @@
+//! One module per command, each with `impl Args { fn run(self, &Global) -> anyhow::Result<i32> }`.
+
+pub mod cache;
+pub mod dockerfiles;
+pub mod explain;
+pub mod graph;
+pub mod images;
