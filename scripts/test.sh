@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command (the README's, and what .ci/run calls).
+#
+# On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), a Docker
+# engine with a node:18-alpine stand-in and a local registry (scripts/docker-env.sh). Then it
+# builds `cargo xtask` as users run it and runs every test, end-to-end ones included, for real.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+if ! pnpm --version 2>/dev/null | grep -q '^8\.15\.'; then
+  step "installing pnpm 8.15.0 from the npm registry"
+  npm install --global --no-audit --no-fund pnpm@8.15.0 >&2
+fi
+
+step "making a Docker engine, the node:18-alpine stand-in and a local registry available"
+eval "$(scripts/docker-env.sh --registry)"
+export DOCKER DOCKER_BUILDKIT
+[ -n "${DOCKER_REGISTRY:-}" ] && export DOCKER_REGISTRY
+
+step "building cargo xtask (the optimized profile users run)"
+cargo build --profile xtask --package xtask
+export XTASK_BIN="$PWD/target/xtask/xtask"
+
+step "running the tests"
+cargo test --workspace "$@"
