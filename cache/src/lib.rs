@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub mod registry;
+
 /// Bump to start a new store layout beside the old one.
 pub const STORE_VERSION: &str = "v1";
 /// The record format written by this version.

@@ -16,9 +16,16 @@
 //! - [`pipeline`]: runs the steps above for a driver and computes the keys in DAG order.
 //! - [`plan`]: `build` or `cached` for each image, and why.
 //! - [`execute`]: the builder backends (Docker) and the DAG-parallel scheduler.
+//! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
+//!
+//! Drivers of the pipeline besides a one-off `images`:
+//!
+//! - [`watch`]: rebuild the affected images on save.
+//! - [`affected`]: the services a git diff touches.
 //!
 //! The engine returns data; only `xtask` prints.
 
+pub mod affected;
 pub mod config;
 pub mod context;
 pub mod digest;
@@ -33,6 +40,8 @@ pub mod key;
 pub mod lockfile;
 pub mod pipeline;
 pub mod plan;
+pub mod verify;
+pub mod watch;
 pub mod workspace;
 
 pub use error::{Error, Result};

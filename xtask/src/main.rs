@@ -67,6 +67,14 @@ pub enum Command {
     Dockerfiles(cmd::dockerfiles::Args),
     /// Look after the local cache: stats, gc, verify
     Cache(cmd::cache::Args),
+    /// Keep the images in step with the sources: rebuild the affected images on save
+    Watch(cmd::watch::Args),
+    /// The services a git diff touches (for CI fan-out)
+    Affected(cmd::affected::Args),
+    /// Check built images against the architecture's rules
+    Verify(cmd::verify::Args),
+    /// Measure the engine against the machine's floor and the alternatives
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -77,6 +85,10 @@ fn main() {
         Command::Explain(args) => args.run(&cli.global),
         Command::Dockerfiles(args) => args.run(&cli.global),
         Command::Cache(args) => args.run(&cli.global),
+        Command::Watch(args) => args.run(&cli.global),
+        Command::Affected(args) => args.run(&cli.global),
+        Command::Verify(args) => args.run(&cli.global),
+        Command::Bench(args) => args.run(&cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),

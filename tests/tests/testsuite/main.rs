@@ -1,5 +1,6 @@
 //! The one integration test binary: one module per area.
 
+mod affected;
 mod build;
 mod cli;
 mod discover;
@@ -7,3 +8,5 @@ mod errors;
 mod keys;
 mod lockfile_e2e;
 mod props;
+mod verify;
+mod watch;

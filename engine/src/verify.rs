@@ -1,0 +1,1 @@
+//! Verify: checks of a built image against the architecture's rules, read natively from its layers.
