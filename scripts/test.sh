@@ -24,4 +24,4 @@ cargo build --profile xtask --package xtask
 export XTASK_BIN="$PWD/target/xtask/xtask"
 
 step "running the tests"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -51,6 +51,14 @@ pub struct ImagesConfig {
     /// The platform to build for (e.g. `linux/amd64`); part of the key.
     #[serde(default)]
     pub platform: Option<String>,
+    /// The size budget of every image in MB (10^6 bytes, as `docker images` counts), checked by
+    /// `verify`; 300 when not set.
+    #[serde(default)]
+    pub size_budget_mb: Option<u64>,
+    /// The OCI registry used as a shared cache, `HOST[:PORT]/NAMESPACE` (the flag
+    /// `--cache-registry` and `IMAGES_CACHE_REGISTRY` take precedence).
+    #[serde(default)]
+    pub cache_registry: Option<String>,
 }
 
 impl Default for ImagesConfig {
@@ -64,6 +72,8 @@ impl Default for ImagesConfig {
             build_args: BTreeMap::new(),
             target: None,
             platform: None,
+            size_budget_mb: None,
+            cache_registry: None,
         }
     }
 }
@@ -84,6 +94,8 @@ pub struct ServiceConfig {
     /// Not a service even though it has a Dockerfile.
     #[serde(default)]
     pub skip: bool,
+    /// The size budget of this image in MB, instead of `[images] size-budget-mb`.
+    pub size_budget_mb: Option<u64>,
 }
 
 fn default_dockerfile() -> String {
@@ -115,7 +127,7 @@ impl Config {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             Error::Config {
                 path: path.to_path_buf(),
                 message: match line {

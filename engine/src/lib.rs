@@ -16,6 +16,7 @@
 //! - [`pipeline`]: runs the steps above for a driver and computes the keys in DAG order.
 //! - [`plan`]: `build` or `cached` for each image, and why.
 //! - [`execute`]: the builder backends (Docker) and the DAG-parallel scheduler.
+//! - [`remote`]: the registry tier of the cache (look up by key, pull, push, publish by manifest copy).
 //! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
 //!
 //! Drivers of the pipeline besides a one-off `images`:
@@ -40,6 +41,7 @@ pub mod key;
 pub mod lockfile;
 pub mod pipeline;
 pub mod plan;
+pub mod remote;
 pub mod verify;
 pub mod watch;
 pub mod workspace;

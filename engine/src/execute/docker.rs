@@ -190,6 +190,52 @@ impl Docker {
             .collect())
     }
 
+    /// Runs a docker subcommand, returning its stdout; failures keep the command and stderr tail.
+    fn run_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .map_err(|e| Error::io("run", &self.client, e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(Error::Other(format!(
+                "`docker {}` failed with {}: {}",
+                args.join(" "),
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stderr), 5).trim()
+            )))
+        }
+    }
+
+    pub fn pull(&self, reference: &str) -> Result<()> {
+        self.run_ok(&["pull", "--quiet", reference]).map(|_| ())
+    }
+
+    pub fn push(&self, reference: &str) -> Result<()> {
+        self.run_ok(&["push", reference]).map(|_| ())
+    }
+
+    /// The id (`sha256:...`) of an image reference, if the engine has it.
+    pub fn image_id(&self, reference: &str) -> Option<String> {
+        self.run_ok(&["image", "inspect", "--format", "{{.Id}}", reference])
+            .ok()
+            .filter(|s| s.starts_with("sha256:"))
+    }
+
+    /// A label of a local image.
+    pub fn label(&self, reference: &str, label: &str) -> Result<Option<String>> {
+        let v = self.run_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{label}\"}}}}"),
+            reference,
+        ])?;
+        Ok((!v.is_empty() && v != "<no value>").then_some(v))
+    }
+
     pub fn tag(&self, image_id: &str, tag: &str) -> Result<()> {
         let out = self
             .cmd()

@@ -398,3 +398,176 @@ fn concurrent_runs_and_a_killed_run_leave_a_sound_cache() {
     assert!(again.values().all(|(a, _)| a == "cached"), "{again:?}");
     verify_cache(&root);
 }
+
+fn registry_addr() -> String {
+    std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_string())
+}
+
+fn remove_images(prefix: &str) {
+    let list = docker_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix) || l.contains(&format!("/{prefix}")))
+        .map(String::from)
+        .collect();
+    if !tags.is_empty() {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(tags.iter().map(String::as_str));
+        docker_ok(&args);
+    }
+}
+
+fn manifest_digest(registry: &str, repo: &str, tag: &str) -> Option<String> {
+    let r = cache::registry::Registry::parse(registry).expect("registry");
+    r.head_manifest(repo, tag).expect("HEAD manifest")
+}
+
+#[test]
+fn a_registry_shares_the_cache_between_machines() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::new("reg");
+    let ns = format!("kct{}", std::process::id());
+    let cache_registry = format!("{}/{ns}", registry_addr());
+    let services = [
+        "api-gateway",
+        "course-service",
+        "enrollment-service",
+        "student-service",
+    ];
+
+    // Machine A builds everything and pushes each image under its key tag.
+    let (out, json) = ex.images(&["--cache-registry", &cache_registry]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = actions(&json);
+    assert_eq!(built(&a), services.to_vec());
+    for i in json["images"].as_array().expect("images") {
+        let pushed = i["registry"].to_string();
+        assert!(pushed.contains("pushed"), "{i}");
+    }
+    let key_of = |json: &serde_json::Value, s: &str| -> String {
+        json["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["service"] == s)
+            .and_then(|i| i["key"].as_str())
+            .expect("key")
+            .to_string()
+    };
+
+    // Machine B: a fresh cache directory and no image in the engine: everything is pulled.
+    remove_images(&ex.prefix);
+    let b_cache = ex.fx.path("cache-b");
+    let (out, json) = ex.images(&[
+        "--cache-dir",
+        b_cache.to_str().expect("utf8"),
+        "--cache-registry",
+        &cache_registry,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = actions(&json);
+    assert!(built(&b).is_empty(), "machine B builds nothing: {b:?}");
+    for s in services {
+        assert_eq!(b[s].0, "cached");
+        let image = format!("{}{s}:latest", ex.prefix);
+        let label = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"com.kodingcaravan.images.key\"}}",
+            &image,
+        ]);
+        assert_eq!(label, key_of(&json, s), "the pulled image carries its key");
+    }
+    // And B's own cache now knows them: a second run is a local hit.
+    let (_, json2) = ex.images(&["--cache-dir", b_cache.to_str().expect("utf8")]);
+    assert!(actions(&json2).values().all(|(a, _)| a == "cached"));
+
+    // Publishing a release tag of keys the registry holds copies manifests: nothing is pulled
+    // or pushed (machine C has no image at all, and still publishes).
+    remove_images(&ex.prefix);
+    let c_cache = ex.fx.path("cache-c");
+    let (out, json) = ex.images(&[
+        "--cache-dir",
+        c_cache.to_str().expect("utf8"),
+        "--cache-registry",
+        &cache_registry,
+        "--push",
+        "--tag",
+        "v1.0.0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = actions(&json);
+    assert!(built(&c).is_empty(), "{c:?}");
+    let local = docker_out(&["images", "--format", "{{.Repository}}"]);
+    assert!(
+        !String::from_utf8_lossy(&local.stdout).contains(&ex.prefix),
+        "no layer was pulled to publish"
+    );
+    for s in services {
+        let repo = format!("{}{s}", ex.prefix);
+        let key = key_of(&json, s);
+        let by_key = manifest_digest(&cache_registry, &repo, &format!("key-{}", &key[..32]));
+        let release = manifest_digest(&cache_registry, &repo, "v1.0.0");
+        assert!(by_key.is_some());
+        assert_eq!(
+            by_key, release,
+            "v1.0.0 is the same manifest as the key tag"
+        );
+    }
+
+    // A key tag holding an image with another key label is refused, and built here instead.
+    let victim = format!("{}student-service", ex.prefix);
+    let victim_key = key_of(&json, "student-service");
+    let (out, _) = ex.images(&[
+        "--cache-dir",
+        c_cache.to_str().expect("utf8"),
+        "--cache-registry",
+        &cache_registry,
+        "course-service",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let impostor = format!("{}/{}:key-{}", cache_registry, victim, &victim_key[..32]);
+    docker_ok(&[
+        "tag",
+        &format!("{}course-service:latest", ex.prefix),
+        &impostor,
+    ]);
+    docker_ok(&["push", &impostor]);
+    docker_ok(&["rmi", &impostor]);
+    let d_cache = ex.fx.path("cache-d");
+    let (out, json) = ex.images(&[
+        "--cache-dir",
+        d_cache.to_str().expect("utf8"),
+        "--cache-registry",
+        &cache_registry,
+        "student-service",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    let d = actions(&json);
+    assert_eq!(d["student-service"].0, "built", "{d:?}");
+    let label = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"com.kodingcaravan.images.key\"}}",
+        &format!("{victim}:latest"),
+    ]);
+    assert_eq!(label, victim_key);
+}

@@ -21,6 +21,32 @@ pub struct Args {
     /// A build argument for every image, `NAME=VALUE` (part of the key); repeatable
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
     pub build_args: Vec<String>,
+    /// Only the services a git diff touches (see `cargo xtask affected`); needs --base
+    #[arg(long, requires = "base")]
+    pub affected: bool,
+    /// With --affected: the base revision (its merge base with the head is the start)
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// With --affected: the head revision [default: the working tree]
+    #[arg(long, value_name = "REF")]
+    pub head: Option<String>,
+    /// Push each image to --registry (or the cache registry) under its key tag and every --tag;
+    /// a key the registry already holds is tagged by copying its manifest (no layer moves)
+    #[arg(long)]
+    pub push: bool,
+    /// A tag to publish with --push (repeatable) [default: latest]
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The registry to publish to with --push, `HOST[:PORT]/NAMESPACE`
+    #[arg(long, env = "IMAGES_REGISTRY", value_name = "R")]
+    pub registry: Option<String>,
+    /// An OCI registry shared as a cache, `HOST[:PORT]/NAMESPACE`: keys found there are pulled
+    /// instead of built, keys built here are pushed there
+    #[arg(long, env = "IMAGES_CACHE_REGISTRY", value_name = "R")]
+    pub cache_registry: Option<String>,
+    /// Use the cache registry without ever pushing (for untrusted builds such as pull requests)
+    #[arg(long, env = "IMAGES_CACHE_READ_ONLY")]
+    pub cache_read_only: bool,
 }
 
 #[derive(Serialize)]
@@ -42,6 +68,9 @@ pub struct ImageJson {
     /// The saved log of a failed build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// Where the image came from when not built here (the cache registry), or was published to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +99,38 @@ impl Args {
         let mut opts = output::options(global)?;
         opts.services = self.services.clone();
         opts.build_args = parse_build_args(&self.build_args)?;
+        for t in &self.tags {
+            engine::workspace::validate_tag(t)
+                .map_err(|e| anyhow::anyhow!("invalid --tag: {e}"))?;
+        }
+        if self.push && self.cache_read_only {
+            anyhow::bail!("--push and --cache-read-only contradict each other\n  hint: read-only builds (pull requests) never push");
+        }
+        if self.affected {
+            let base = self.base.clone().unwrap_or_default();
+            let a = engine::affected::affected(&engine::affected::AffectedOptions {
+                root: opts.root.clone(),
+                base,
+                head: self.head.clone(),
+                fallback_all: false,
+            })?;
+            let mut wanted: Vec<String> = a.services.clone();
+            if !self.services.is_empty() {
+                wanted.retain(|s| self.services.contains(s));
+            }
+            if wanted.is_empty() {
+                if global.json {
+                    output::json(&ImagesJson { images: Vec::new() })?;
+                } else {
+                    eprintln!("no service is affected by the changes since {}", a.base);
+                }
+                return Ok(0);
+            }
+            if !global.json {
+                eprintln!("affected: {}", wanted.join(", "));
+            }
+            opts.services = wanted;
+        }
         let analysis = output::analyze(global, &opts)?;
         let store = output::open_store(&analysis)?;
         if !self.dry_run {
@@ -96,6 +157,7 @@ impl Args {
                     reason_details: p.reasons.clone(),
                     error: None,
                     log: None,
+                    registry: Vec::new(),
                 })
                 .collect();
             output::json(&ImagesJson { images })?;
@@ -160,9 +222,87 @@ fn build(
         output::warn(&w);
     }
     let ids = docker.image_ids()?;
-    let plans = engine::plan::plan(analysis, store, args.force, &mut |r| {
+    let mut plans = engine::plan::plan(analysis, store, args.force, &mut |r| {
         ids.contains(&r.image_id)
     })?;
+    let cache_spec = args
+        .cache_registry
+        .clone()
+        .or_else(|| analysis.ws.config.images.cache_registry.clone());
+    let remote = cache_spec
+        .as_deref()
+        .map(|s| engine::remote::RemoteCache::new(s, args.cache_read_only))
+        .transpose()?;
+    let publish_spec = if args.push {
+        Some(args.registry.clone().or(cache_spec.clone()).ok_or_else(|| {
+            anyhow::anyhow!("--push needs a registry\n  hint: pass --registry HOST[:PORT]/NAMESPACE (or --cache-registry)")
+        })?)
+    } else {
+        None
+    };
+    let publish = publish_spec
+        .as_deref()
+        .map(cache::registry::Registry::parse)
+        .transpose()?;
+    // service -> where it came from, when not built here
+    let mut via_registry: std::collections::HashMap<usize, Vec<String>> = Default::default();
+    let mut refuse_push: std::collections::HashSet<usize> = Default::default();
+    if let Some(remote) = &remote {
+        for p in plans.iter_mut() {
+            if p.action != engine::plan::Action::Build || args.force {
+                continue;
+            }
+            match remote.lookup(&p.image, &p.key)? {
+                engine::remote::Lookup::Hit { .. } => {
+                    let reference = remote
+                        .registry
+                        .reference(&p.image, &execute::key_tag(&p.key));
+                    let same_registry = publish.as_ref().is_some_and(|r| {
+                        r.host == remote.registry.host && r.namespace == remote.registry.namespace
+                    });
+                    if same_registry {
+                        // Publishing to the registry that holds it: nothing to pull or build.
+                        p.action = engine::plan::Action::Cached;
+                        p.image_id = None;
+                        via_registry.insert(p.index, vec![format!("in {reference}")]);
+                        continue;
+                    }
+                    if !global.json {
+                        eprintln!("   pulling {} from {reference}", p.service);
+                    }
+                    let id = remote.pull(&docker, &p.image, &p.key)?;
+                    engine::plan::record_build(
+                        store,
+                        analysis,
+                        p.index,
+                        &id,
+                        vec![
+                            format!("{}:latest", p.image),
+                            format!("{}:{}", p.image, execute::key_tag(&p.key)),
+                        ],
+                        0,
+                        None,
+                    )?;
+                    p.action = engine::plan::Action::Cached;
+                    p.image_id = Some(id);
+                    via_registry.insert(p.index, vec![format!("pulled from {reference}")]);
+                }
+                engine::remote::Lookup::Mismatch { found } => {
+                    output::warn(&format!(
+                        "`{}` is labelled with key {}, not {}: refused; building {} here instead",
+                        remote
+                            .registry
+                            .reference(&p.image, &execute::key_tag(&p.key)),
+                        found.as_deref().unwrap_or("(none)"),
+                        p.key.to_hex(),
+                        p.service
+                    ));
+                    refuse_push.insert(p.index);
+                }
+                engine::remote::Lookup::Miss => {}
+            }
+        }
+    }
     for w in store.take_warnings() {
         output::warn(&w);
     }
@@ -276,6 +416,22 @@ fn build(
                     duration.as_millis() as u64,
                     Some(log),
                 )?;
+                if let Some(remote) = &remote {
+                    if !refuse_push.contains(&p.index)
+                        && remote.push(&docker, &p.image, &p.key, image_id)?
+                    {
+                        let r = remote
+                            .registry
+                            .reference(&p.image, &execute::key_tag(&p.key));
+                        if !global.json {
+                            eprintln!("   pushed {r}");
+                        }
+                        via_registry
+                            .entry(p.index)
+                            .or_default()
+                            .push(format!("pushed {r}"));
+                    }
+                }
                 (
                     "built",
                     Some(image_id.clone()),
@@ -307,6 +463,45 @@ fn build(
                 ("skipped", None, None)
             }
         };
+        // Publish release tags of what is built or cached.
+        if let (Some(reg), Some(a)) = (&publish, outcome) {
+            if matches!(a, Outcome::Built { .. } | Outcome::Cached { .. })
+                && !refuse_push.contains(&p.index)
+            {
+                let tags = if args.tags.is_empty() {
+                    vec!["latest".to_string()]
+                } else {
+                    args.tags.clone()
+                };
+                let local = image_id.clone().or_else(|| {
+                    docker.image_id(&format!("{}:{}", p.image, execute::key_tag(&p.key)))
+                });
+                let how = engine::remote::publish(
+                    reg,
+                    &docker,
+                    &p.image,
+                    &p.key,
+                    &tags,
+                    local.as_deref(),
+                )?;
+                let what = match how {
+                    engine::remote::Published::ManifestCopied { .. } => {
+                        "tagged in the registry (manifest copied, no layer moved)"
+                    }
+                    engine::remote::Published::Pushed => "pushed",
+                };
+                for t in &tags {
+                    let r = reg.reference(&p.image, t);
+                    if !global.json {
+                        eprintln!("   {r}: {what}");
+                    }
+                    via_registry
+                        .entry(p.index)
+                        .or_default()
+                        .push(format!("{r}: {what}"));
+                }
+            }
+        }
         let mut reasons: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
         if let Some(Outcome::Skipped { because }) = outcome {
             reasons.push(format!("skipped: {because}"));
@@ -322,6 +517,7 @@ fn build(
             reason_details: p.reasons.clone(),
             error: failure.as_ref().map(|f| f.0.clone()),
             log: failure.map(|f| f.1),
+            registry: via_registry.remove(&p.index).unwrap_or_default(),
         });
     }
     let interrupted = cancel.load(Ordering::SeqCst);

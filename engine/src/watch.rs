@@ -1,1 +1,0 @@
-//! Watch: rebuild the affected images on save (debounced file events, incremental re-hash).
