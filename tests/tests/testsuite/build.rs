@@ -571,3 +571,126 @@ fn a_registry_shares_the_cache_between_machines() {
     ]);
     assert_eq!(label, victim_key);
 }
+
+/// A fixture where `app` builds FROM the image of `base`, with trivial Dockerfiles.
+fn from_chain(prefix: &str) -> Fixture {
+    let p = tests::project()
+        .shared()
+        .service("base", &[])
+        .service("app", &[])
+        .file("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"))
+        .file(
+            "services/base/Dockerfile",
+            "FROM node:18-alpine\nCOPY services/base/src/ /base/\nRUN echo base > /base/marker\n",
+        )
+        .file(
+            "services/app/Dockerfile",
+            &format!(
+                "FROM {prefix}base:latest\nCOPY services/app/src/ /app/\nRUN cat /base/marker\n"
+            ),
+        )
+        .build();
+    p
+}
+
+#[test]
+fn an_image_built_from_another_waits_for_it_and_follows_its_key() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("kct-{}-from-", std::process::id());
+    let fx = from_chain(&prefix);
+    let cleanup = Example {
+        fx: tests::project().build(),
+        prefix: prefix.clone(),
+    };
+    let g = tests::xtask_json(fx.root(), &["graph", "--json"]);
+    assert!(
+        g["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .any(|e| e["from"] == "@fx/app" && e["to"] == "@fx/base" && e["kind"] == "image"),
+        "{g}"
+    );
+    let run = |args: &[&str]| {
+        let mut all = vec!["images", "--json"];
+        all.extend_from_slice(args);
+        let out = xtask(fx.root(), &all);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (out, actions(&json))
+    };
+    let (out, first) = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(built(&first), vec!["app", "base"]);
+    // Editing base changes app's key too (app is built FROM it), and rebuilds both in order.
+    fx.write("services/base/src/index.ts", "console.log('base 2');\n");
+    let (out, second) = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(built(&second), vec!["app", "base"]);
+    // Editing app alone rebuilds app alone.
+    fx.write("services/app/src/index.ts", "console.log('app 2');\n");
+    let (_, third) = run(&[]);
+    assert_eq!(built(&third), vec!["app"]);
+    // A failed base: app is skipped, not built on a stale base; the exit code is non-zero.
+    fx.write(
+        "services/base/Dockerfile",
+        "FROM node:18-alpine\nCOPY services/base/src/ /base/\nRUN exit 3\n",
+    );
+    let (out, fourth) = run(&["--keep-going"]);
+    assert!(!out.status.success());
+    assert_eq!(fourth["base"].0, "failed");
+    assert_eq!(fourth["app"].0, "skipped");
+    drop(cleanup);
+}
+
+#[test]
+fn ctrl_c_stops_the_builds_records_nothing_and_exits_130() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("kct-{}-int-", std::process::id());
+    let fx = from_chain(&prefix);
+    let cleanup = Example {
+        fx: tests::project().build(),
+        prefix: prefix.clone(),
+    };
+    fx.write(
+        "services/base/Dockerfile",
+        "FROM node:18-alpine\nCOPY services/base/src/ /base/\nRUN sleep 30 && echo base > /base/marker\n",
+    );
+    let child = Command::new(tests::xtask_bin())
+        .arg("--root")
+        .arg(fx.root())
+        .args(["images", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Let the build start, then interrupt it as a terminal's Ctrl-C would.
+    std::thread::sleep(Duration::from_secs(5));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = cache::Store::open(&fx.path(".images-cache")).expect("store");
+    assert_eq!(
+        store.stats().expect("stats").records,
+        0,
+        "nothing unfinished is recorded"
+    );
+    verify_cache(fx.root());
+    drop(cleanup);
+}

@@ -103,3 +103,57 @@ fn explain_lists_every_context_file_with_its_digest() {
     );
     assert_eq!(plan["images"][0]["key"], e["key"]);
 }
+
+#[test]
+fn dockerfiles_check_render_and_lint() {
+    let ex = copy_example();
+    let ok = xtask(ex.root(), &["dockerfiles", "--check"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // A stale Dockerfile: --check prints a diff and fails; a plain run rewrites it.
+    let tpl = ex.read("services/Dockerfile.template");
+    ex.write(
+        "services/Dockerfile.template",
+        &tpl.replace(
+            "ENV NODE_ENV=production",
+            "ENV NODE_ENV=production\nENV TZ=UTC",
+        ),
+    );
+    let stale = xtask(ex.root(), &["dockerfiles", "--check"]);
+    assert!(!stale.status.success());
+    let diff = String::from_utf8_lossy(&stale.stdout);
+    assert!(diff.contains("+") && diff.contains("ENV TZ=UTC"), "{diff}");
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("4 Dockerfile(s) differ"));
+    let write = xtask(ex.root(), &["dockerfiles"]);
+    assert!(write.status.success());
+    assert!(ex
+        .read("services/course-service/Dockerfile")
+        .contains("ENV TZ=UTC"));
+    assert!(ex
+        .read("services/course-service/Dockerfile")
+        .contains("EXPOSE 3002"));
+    assert!(xtask(ex.root(), &["dockerfiles", "--check"])
+        .status
+        .success());
+
+    // A forbidden pattern in the template: each rendered Dockerfile fails with file, line, rule.
+    ex.write(
+        "services/Dockerfile.template",
+        &tpl.replace(
+            "CMD [\"node\", \"dist/index.js\"]",
+            "CMD [\"node\", \"dist/index.js\", \"<SERVICE_NAME>\"]",
+        ),
+    );
+    let lint = xtask(ex.root(), &["dockerfiles"]);
+    assert!(!lint.status.success());
+    let err = String::from_utf8_lossy(&lint.stderr);
+    assert!(
+        err.contains("services/student-service/Dockerfile:"),
+        "{err}"
+    );
+    assert!(err.contains("service-selected-at-runtime"), "{err}");
+}
