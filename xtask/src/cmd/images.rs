@@ -360,7 +360,6 @@ fn build(
             eprintln!("   {} needs a build: {}", p.service, why.join("; "));
         }
     }
-    let reporter = crate::report::Shared::new(global.json, names.clone(), &to_build);
     let work_dir = analysis.cache_dir.join("work");
     std::fs::create_dir_all(&work_dir)?;
     let jobs = global.jobs.unwrap_or_else(|| {
@@ -368,6 +367,7 @@ fn build(
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let reporter = crate::report::Shared::new(global.json, names.clone(), &to_build, jobs);
     let started = std::time::Instant::now();
     let outcomes = execute::run(
         analysis,
@@ -532,8 +532,8 @@ fn build(
             cached,
             failed,
             skipped,
-            crate::report::duration(started.elapsed()),
-            crate::report::duration(std::time::Duration::from_millis(saved_ms)),
+            crate::report::fmt_duration(started.elapsed()),
+            crate::report::fmt_duration(std::time::Duration::from_millis(saved_ms)),
         );
     }
     Ok(if interrupted {
