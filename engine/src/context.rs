@@ -153,6 +153,20 @@ pub fn list(ws: &Workspace, services: &[usize]) -> Result<Listing> {
             });
         }
         let mut extra_files = Vec::new();
+        // Patch files pnpm reads at install: part of every context that holds the lockfile.
+        for patch in &ws.patch_files {
+            let abs = root.join(patch);
+            let meta = std::fs::symlink_metadata(&abs)
+                .map_err(|e| Error::io("read the patch", &abs, e))?;
+            if meta.is_dir() {
+                keys.push(WalkKey {
+                    dir: patch.clone(),
+                    ignore: ignore_file.clone(),
+                });
+            } else {
+                extra_files.push(patch.clone());
+            }
+        }
         for (src, line) in dockerfile.context_sources() {
             let norm = join_rel(".", src.trim_start_matches('/'));
             if norm == "." {

@@ -245,6 +245,22 @@ impl Lockfile {
         &self.version
     }
 
+    /// The patch files `patchedDependencies` names (`{path, hash}` entries of lockfile 6.0 and
+    /// 9.0), relative to the root: `pnpm install` reads them, so every context holds them.
+    pub fn patch_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(Value::Mapping(m)) = self.documents[self.main].get("patchedDependencies") {
+            for v in m.values() {
+                if let Some(Value::String(p)) = v.get("path") {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Importer ids as written (".", "shared", "services/api-gateway", ...), sorted.
     pub fn importers(&self) -> Vec<String> {
         self.importers.keys().cloned().collect()

@@ -106,6 +106,9 @@ pub struct Workspace {
     pub packages: Vec<Package>,
     pub services: Vec<Service>,
     pub lockfile: Option<Lockfile>,
+    /// Patch files pnpm reads at install (`patchedDependencies` of the lockfile, of
+    /// `pnpm-workspace.yaml` and of the root `package.json`'s `pnpm` field), relative to the root.
+    pub patch_files: Vec<String>,
     /// `catalog` and `catalogs` of `pnpm-workspace.yaml`: catalog name -> package -> range.
     pub catalogs: BTreeMap<String, BTreeMap<String, String>>,
     by_name: HashMap<String, usize>,
@@ -119,6 +122,8 @@ struct WorkspaceYaml {
     catalog: Option<BTreeMap<String, String>>,
     #[serde(default)]
     catalogs: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    #[serde(default, rename = "patchedDependencies")]
+    patched_dependencies: Option<BTreeMap<String, String>>,
 }
 
 impl Workspace {
@@ -209,6 +214,21 @@ impl Workspace {
             Err(e) => return Err(Error::io("read", lock_path, e)),
         };
 
+        let mut patch_files: Vec<String> = ws
+            .patched_dependencies
+            .iter()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        patch_files.extend(lockfile.iter().flat_map(|l| l.patch_files()));
+        patch_files.extend(root_patches(root)?);
+        let mut patch_files: Vec<String> = patch_files
+            .iter()
+            .map(|p| join_rel(".", p))
+            .filter(|p| p != "." && !p.starts_with(".."))
+            .collect();
+        patch_files.sort();
+        patch_files.dedup();
+
         let services = find_services(root, &config, &packages)?;
         Ok(Workspace {
             root: root.to_path_buf(),
@@ -217,6 +237,7 @@ impl Workspace {
             services,
             lockfile,
             catalogs,
+            patch_files,
             by_name,
         })
     }
@@ -417,6 +438,21 @@ fn find_package_dirs(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// The values of `pnpm.patchedDependencies` in the root `package.json`.
+fn root_patches(root: &Path) -> Result<Vec<String>> {
+    let path = root.join("package.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    Ok(v["pnpm"]["patchedDependencies"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn read_package(root: &Path, dir: &str) -> Result<Package> {

@@ -150,3 +150,32 @@ fn editing_a_service_changes_only_its_key_and_shared_changes_all() {
     );
     assert_eq!(keys(ex.root()), base, "ignored root files are not inputs");
 }
+
+#[test]
+fn patch_files_pnpm_reads_are_inputs_of_every_image() {
+    let p = project()
+        .shared()
+        .service("a", &[])
+        .service("b", &[])
+        .file(
+            "package.json",
+            "{\n  \"name\": \"fixture\",\n  \"private\": true,\n  \"pnpm\": { \"patchedDependencies\": { \"ms@2.1.3\": \"patches/ms@2.1.3.patch\" } }\n}\n",
+        )
+        .file("patches/ms@2.1.3.patch", "--- a/index.js\n+++ b/index.js\n")
+        .file("patches/unrelated.txt", "not named anywhere\n")
+        .build();
+    let a = tests::analyze(p.root());
+    for img in &a.images {
+        let paths: Vec<&str> = img.context.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(paths.contains(&"patches/ms@2.1.3.patch"), "{paths:?}");
+        assert!(!paths.contains(&"patches/unrelated.txt"), "{paths:?}");
+    }
+    let base = keys(p.root());
+    p.write(
+        "patches/ms@2.1.3.patch",
+        "--- a/index.js\n+++ b/index.js\n@@ changed\n",
+    );
+    let after = keys(p.root());
+    assert_ne!(after["a"], base["a"]);
+    assert_ne!(after["b"], base["b"]);
+}
