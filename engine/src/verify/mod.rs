@@ -2,6 +2,7 @@
 //!
 //! - [`layers`]: the image's filesystem from `docker save` (every layer, and the final tree with
 //!   whiteouts applied), read as a stream with the `tar` crate.
+//! - [`model`]: the rules' names, a check's outcome, the [`Subject`] and an image's config.
 //! - [`rules`]: the rules as pure functions of the image's config, its layers and what the
 //!   workspace says the service is ([`Subject`]).
 //! - here: running them on an image (`docker image inspect`, `docker save`, and one container
@@ -15,6 +16,7 @@
 //! image in the engine (it was needed to build), and fails if the base was re-pulled since.
 
 pub mod layers;
+pub mod model;
 pub mod rules;
 
 use std::collections::BTreeMap;

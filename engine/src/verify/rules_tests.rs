@@ -227,6 +227,20 @@ fn another_service_in_app_is_named() {
 }
 
 #[test]
+fn a_directory_named_after_another_service_fails_but_a_file_may_name_it() {
+    let (fail, checks) = with(&[
+        ("/app/service/dist/routes/course-service.js", ""),
+        ("/app/shared/course-service/a.js", ""),
+        ("/app/shared/course-service/b.js", ""),
+    ]);
+    assert_eq!(fail, vec![Rule::AppIsolation]);
+    assert_eq!(
+        message(&checks, Rule::AppIsolation),
+        "/app/shared/course-service is named after the service `course-service`"
+    );
+}
+
+#[test]
 fn a_wrong_package_in_app_service_fails_isolation() {
     let (fail, checks) = with(&[(
         "/app/service/package.json",
