@@ -47,6 +47,10 @@ pub struct Args {
     /// Use the cache registry without ever pushing (for untrusted builds such as pull requests)
     #[arg(long, env = "IMAGES_CACHE_READ_ONLY")]
     pub cache_read_only: bool,
+    /// Skip checking each built or cached image against the architecture's rules (checked once
+    /// per key; see `cargo xtask verify`)
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Serialize)]
@@ -71,6 +75,9 @@ pub struct ImageJson {
     /// Where the image came from when not built here (the cache registry), or was published to.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registry: Vec<String>,
+    /// The verification of the image against the architecture's rules (see `cargo xtask verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<engine::verify::Report>,
 }
 
 #[derive(Serialize)]
@@ -158,6 +165,7 @@ impl Args {
                     error: None,
                     log: None,
                     registry: Vec::new(),
+                    verify: None,
                 })
                 .collect();
             output::json(&ImagesJson { images })?;
@@ -388,6 +396,7 @@ fn build(
     let mut json_images = Vec::new();
     let (mut built, mut cached, mut failed, mut skipped) = (0, 0, 0, 0);
     let mut saved_ms = 0u64;
+    let mut verify_failed = 0;
     for p in &plans {
         let mut failure = None;
         let outcome = outcomes.get(&p.index);
@@ -463,9 +472,29 @@ fn build(
                 ("skipped", None, None)
             }
         };
-        // Publish release tags of what is built or cached.
+        // Verify what is built or cached against the architecture's rules (once per key).
+        let mut verify_json = None;
+        if let (false, Some(id), false) = (args.no_verify, &image_id, interrupted_now(&cancel)) {
+            let v = engine::verify::verify_once(&docker, analysis, p.index, id)?;
+            for w in &v.warnings {
+                output::warn(w);
+            }
+            if !v.report.ok {
+                verify_failed += 1;
+                for c in v.report.failures() {
+                    eprintln!(
+                        "error: {} breaks the rule `{}`: {}",
+                        p.service, c.rule, c.message
+                    );
+                }
+            }
+            verify_json = Some(v.report);
+        }
+        let verified_ok = verify_json.as_ref().is_none_or(|r| r.ok);
+        // Publish release tags of what is built or cached (and passes verification).
         if let (Some(reg), Some(a)) = (&publish, outcome) {
             if matches!(a, Outcome::Built { .. } | Outcome::Cached { .. })
+                && verified_ok
                 && !refuse_push.contains(&p.index)
             {
                 let tags = if args.tags.is_empty() {
@@ -518,6 +547,7 @@ fn build(
             error: failure.as_ref().map(|f| f.0.clone()),
             log: failure.map(|f| f.1),
             registry: via_registry.remove(&p.index).unwrap_or_default(),
+            verify: verify_json,
         });
     }
     let interrupted = cancel.load(Ordering::SeqCst);
@@ -526,6 +556,11 @@ fn build(
             images: json_images,
         })?;
     } else {
+        if verify_failed > 0 {
+            eprintln!(
+                "error: {verify_failed} image(s) break the architecture's rules (details: `cargo xtask verify`)"
+            );
+        }
         eprintln!(
             "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
             built,
@@ -538,9 +573,13 @@ fn build(
     }
     Ok(if interrupted {
         130
-    } else if failed > 0 || skipped > 0 {
+    } else if failed > 0 || skipped > 0 || verify_failed > 0 {
         1
     } else {
         0
     })
+}
+
+fn interrupted_now(cancel: &std::sync::atomic::AtomicBool) -> bool {
+    cancel.load(std::sync::atomic::Ordering::SeqCst)
 }
