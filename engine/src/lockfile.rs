@@ -522,7 +522,7 @@ impl Resolver<'_> {
                 let Some(at) = reference.find('@') else {
                     return format!("{name}@{reference}");
                 };
-                let before = |c: char| reference.find(c).map_or(true, |i| at < i);
+                let before = |c: char| reference.find(c).is_none_or(|i| at < i);
                 if before(':') && before('(') {
                     reference.to_string()
                 } else {
