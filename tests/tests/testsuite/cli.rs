@@ -157,3 +157,25 @@ fn dockerfiles_check_render_and_lint() {
     );
     assert!(err.contains("service-selected-at-runtime"), "{err}");
 }
+
+#[test]
+fn graph_dot_snapshot() {
+    let ex = copy_example();
+    let out = xtask(ex.root(), &["graph", "--format", "dot"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("example_graph_dot", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn error_message_snapshots() {
+    // Messages are part of the interface: file, line, what is wrong, and a hint.
+    let p = tests::project()
+        .shared()
+        .service("a", &[("@fx/missing", "workspace:^")])
+        .build();
+    let out = xtask(p.root(), &["images", "--dry-run"]);
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).replace(&p.root().display().to_string(), "[ROOT]");
+    insta::assert_snapshot!("unknown_workspace_dependency", err);
+}
