@@ -1,0 +1,391 @@
+//! Tests of `watch` with real Docker and Compose: a change during a real build ends with an
+//! image of the last content; the CLI rebuilds on save, brings the compose service up with the new
+//! image, builds nothing on an identical save, and exits cleanly on SIGINT.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::execute::KEY_LABEL;
+use engine::watch::{BuildResult, Event, Watcher};
+use tests::{project, Fixture};
+
+use super::{describe, spawn, started};
+
+/// Docker builds share one engine and two cores: one test at a time (in this module).
+static DOCKER: Mutex<()> = Mutex::new(());
+
+fn docker() -> Command {
+    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    let mut c = Command::new(client);
+    if std::env::var("DOCKER_BUILDKIT").is_err() {
+        c.env("DOCKER_BUILDKIT", "1");
+    }
+    c
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker().args(args).output().expect("failed to run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A small fixture whose images get a prefix of their own, removed on drop (with any compose
+/// containers).
+struct DockerFixture {
+    fx: Fixture,
+    prefix: String,
+}
+
+impl DockerFixture {
+    fn new(tag: &str, extra_step: &str) -> DockerFixture {
+        let out = docker()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .expect("failed to run docker");
+        assert!(
+            out.status.success(),
+            "these tests need a Docker engine (run them with scripts/test.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let prefix = format!("kcw-{}-{tag}-", std::process::id());
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dockerfile = |s: &str| {
+            format!("FROM node:18-alpine\nWORKDIR /app\nCOPY services/{s}/ /app/\n{extra_step}CMD [\"node\", \"-e\", \"setInterval(() => {{}}, 1000)\"]\n")
+        };
+        let fx = project()
+            .service("a", &[])
+            .service("b", &[])
+            .file("services/a/Dockerfile", &dockerfile("a"))
+            .file("services/b/Dockerfile", &dockerfile("b"))
+            .file("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"))
+            // Sources of their own, so that no layer of an earlier run is reused: a build here
+            // really runs every step.
+            .file("services/a/src/index.ts", &format!("// {prefix}{nonce}\n"))
+            .file("services/b/src/index.ts", &format!("// {prefix}{nonce}\n"))
+            .file(
+                "compose.yml",
+                &format!("services:\n  a:\n    image: {prefix}a:latest\n  b:\n    image: {prefix}b:latest\n"),
+            )
+            .build();
+        DockerFixture { fx, prefix }
+    }
+
+    fn image_of(&self, service: &str) -> String {
+        format!("{}{service}:latest", self.prefix)
+    }
+}
+
+impl Drop for DockerFixture {
+    fn drop(&mut self) {
+        let compose = self.fx.path("compose.yml");
+        let _ = Command::new("docker-compose")
+            .arg("-f")
+            .arg(&compose)
+            .args(["down", "--timeout", "1"])
+            .output();
+        // What `down` may leave: networks of this project (Compose v1 names the project after
+        // the directory, lowercased, keeping [-_a-z0-9]).
+        let project: String = self
+            .fx
+            .root()
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if let Ok(out) = docker()
+            .args(["network", "ls", "-q", "--filter"])
+            .arg(format!("name={project}_"))
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !project.is_empty() && !ids.is_empty() {
+                let _ = docker().args(["network", "rm"]).args(&ids).output();
+            }
+        }
+        let list = docker()
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .output();
+        if let Ok(list) = list {
+            let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .filter(|l| l.starts_with(&self.prefix))
+                .map(String::from)
+                .collect();
+            if !tags.is_empty() {
+                let _ = docker().args(["rmi", "-f"]).args(&tags).output();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_change_during_a_real_build_ends_with_an_image_of_the_last_content() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    // A build that takes a few seconds, so that edits land while it runs.
+    let dfx = DockerFixture::new("during", "RUN sleep 4\n");
+    let fx = &dfx.fx;
+    let docker_client = engine::execute::docker::Docker::detect().expect("docker");
+    let mut popts = engine::pipeline::Options::new(fx.root());
+    popts.services = vec!["a".into()];
+    let mut opts = engine::watch::Options::new(popts);
+    opts.docker = Some(docker_client.clone());
+    opts.jobs = 1;
+    let w = spawn(Watcher::new(opts), Arc::new(docker_client));
+    // The first build starts at once (nothing is cached); edit twice while it runs.
+    let s = w.wait("the first build", 0, |e| {
+        matches!(e, Event::BuildStarted { .. })
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    fx.write("services/a/src/index.ts", "console.log('second');\n");
+    w.wait("the batch of the first edit", s, |e| {
+        matches!(e, Event::Batch { .. })
+    });
+    fx.write("services/a/src/index.ts", "console.log('last');\n");
+    let cold = {
+        let mut o = engine::pipeline::Options::new(fx.root());
+        o.services = vec!["a".into()];
+        let a = engine::pipeline::analyze(&o).expect("analyze");
+        a.images[0].key.to_hex()
+    };
+    w.wait("the follow-up build of the last content", s, |e| {
+        matches!(e, Event::BuildFinished { key, result: BuildResult::Built, recorded: true, .. } if *key == cold)
+    });
+    let events = w.events();
+    assert_eq!(
+        started(&events),
+        ["a", "a"],
+        "one build, one follow-up:\n{}",
+        describe(&events)
+    );
+    // The edits landed during the first build: it ended superseded, and unrecorded.
+    let first = events.iter().find_map(|e| match e {
+        Event::BuildFinished {
+            superseded,
+            recorded,
+            ..
+        } => Some((*superseded, *recorded)),
+        _ => None,
+    });
+    assert_eq!(first, Some((true, false)), "{}", describe(&events));
+    let content = docker_ok(&[
+        "run",
+        "--rm",
+        &dfx.image_of("a"),
+        "cat",
+        "/app/src/index.ts",
+    ]);
+    assert_eq!(content, "console.log('last');");
+    let label = docker_ok(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}"),
+        &dfx.image_of("a"),
+    ]);
+    assert_eq!(label, cold);
+}
+
+/// The CLI's JSON event stream, read as it comes.
+struct Stream {
+    lines: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)>,
+}
+
+impl Stream {
+    fn wait(&self, what: &str, from: usize, pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let (m, c) = &*self.lines;
+        let mut lines = m.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(i) = lines.iter().skip(from).position(&pred) {
+                return from + i;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let seen = format!("{lines:#?}");
+                drop(lines);
+                panic!("timed out waiting for {what}: {seen}");
+            }
+            lines = c.wait_timeout(lines, deadline - now).expect("wait").0;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn since(&self, from: usize) -> Vec<serde_json::Value> {
+        self.lines.0.lock().unwrap_or_else(|p| p.into_inner())[from..].to_vec()
+    }
+}
+
+fn is(v: &serde_json::Value, event: &str, service: &str) -> bool {
+    v["event"] == event && v["service"] == service
+}
+
+fn container_of(compose: &Path, service: &str) -> String {
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(compose)
+        .args(["ps", "-q", service])
+        .output()
+        .expect("docker-compose");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
+    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let compose_ok = Command::new("docker-compose").arg("version").output();
+    assert!(
+        compose_ok.is_ok_and(|o| o.status.success()),
+        "--up needs docker-compose (apt-get install docker-compose) or the Compose plugin"
+    );
+    let dfx = DockerFixture::new("cli", "");
+    let fx = &dfx.fx;
+    let compose = fx.path("compose.yml");
+    let mut child = Command::new(tests::xtask_bin())
+        .arg("--root")
+        .arg(fx.root())
+        .args([
+            "watch",
+            "--json",
+            "--up",
+            "--debounce",
+            "100",
+            "--compose-file",
+        ])
+        .arg(&compose)
+        .env_remove("IMAGES_ROOT")
+        .env_remove("IMAGES_CACHE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xtask watch");
+    let stream = Stream {
+        lines: Arc::new((Mutex::new(Vec::new()), Condvar::new())),
+    };
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = stream.lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            let (m, c) = &*lines;
+            m.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+            c.notify_all();
+        }
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // First: both images built and brought up.
+        for s in ["a", "b"] {
+            stream.wait(&format!("{s} up"), 0, |v| is(v, "up", s) && v["ok"] == true);
+        }
+        let built_id = |from: usize, s: &str| {
+            stream
+                .since(from)
+                .iter()
+                .rev()
+                .find(|v| is(v, "build_finished", s))
+                .and_then(|v| v["image_id"].as_str().map(String::from))
+                .expect("image id")
+        };
+        let id_a = built_id(0, "a");
+        let cid = container_of(&compose, "a");
+        assert_eq!(
+            docker_ok(&["inspect", "--format", "{{.Image}}", &cid]),
+            id_a
+        );
+
+        // An edit of a: a (only) is rebuilt, and its container now runs the new image.
+        let mark = stream.len();
+        fx.write("services/a/src/index.ts", "console.log('edited');\n");
+        let up = stream.wait("a up again", mark, |v| is(v, "up", "a"));
+        assert_eq!(stream.since(mark)[up - mark]["ok"], true);
+        let new_id = built_id(mark, "a");
+        assert_ne!(new_id, id_a);
+        let started: Vec<String> = stream
+            .since(mark)
+            .iter()
+            .filter(|v| v["event"] == "build_started")
+            .map(|v| v["service"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(started, ["a"]);
+        let trigger = stream
+            .since(mark)
+            .iter()
+            .find(|v| v["event"] == "build_started")
+            .map(|v| v["trigger"].clone());
+        assert_eq!(trigger, Some(serde_json::json!("services/a/src/index.ts")));
+        let cid = container_of(&compose, "a");
+        assert_eq!(
+            docker_ok(&["inspect", "--format", "{{.Image}}", &cid]),
+            new_id
+        );
+        assert_eq!(
+            docker_ok(&["exec", &cid, "cat", "/app/src/index.ts"]),
+            "console.log('edited');"
+        );
+
+        // A content-identical save of b: seen, nothing built.
+        let mark = stream.len();
+        let p = "services/b/src/index.ts";
+        fx.write(p, &fx.read(p));
+        let batch = stream.wait("the identical save", mark, |v| {
+            v["event"] == "batch"
+                && v["paths"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == p))
+        });
+        stream.wait("idle", batch, |v| v["event"] == "idle");
+        assert!(!stream
+            .since(mark)
+            .iter()
+            .any(|v| v["event"] == "build_started"));
+    }));
+    // Ctrl-C: the watch stops cleanly.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    if let Err(e) = result {
+        eprintln!("xtask watch stderr:\n{stderr}");
+        std::panic::resume_unwind(e);
+    }
+    let status = status.expect("the watch exits on SIGINT");
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    let lines = stream.since(0);
+    assert_eq!(
+        lines.last().map(|v| v["event"].clone()),
+        Some(serde_json::json!("stopped"))
+    );
+}
