@@ -22,7 +22,7 @@ WAIT_SECS=${DOCKER_ENV_WAIT_SECS:-60}
 
 usage() {
   cat <<EOF
-usage: scripts/docker-env.sh [--registry] [--no-image] [--rebuild-image] [--help]
+usage: scripts/docker-env.sh [--registry] [--compose] [--no-image] [--rebuild-image] [--help]
 
 Makes a Docker engine reachable and prints, on stdout, shell lines naming the
 client to use, for:   eval "\$(scripts/docker-env.sh)"
@@ -41,6 +41,8 @@ client to use, for:   eval "\$(scripts/docker-env.sh)"
 
 Options:
   --registry       also ensure the local registry on ${REGISTRY_ADDR}
+  --compose        also ensure docker compose (the plugin, else Debian's
+                   docker-compose), which \`cargo xtask watch --up\` runs
   --no-image       skip step 2
   --rebuild-image  rebuild the node:18-alpine stand-in even if it exists
                    (refuses to replace an image that is not a stand-in)
@@ -77,10 +79,11 @@ die_log() {
   exit 1
 }
 
-WANT_REGISTRY=0 WANT_IMAGE=1 REBUILD_IMAGE=0
+WANT_REGISTRY=0 WANT_IMAGE=1 REBUILD_IMAGE=0 WANT_COMPOSE=0
 while (($#)); do
   case $1 in
     --registry) WANT_REGISTRY=1 ;;
+    --compose) WANT_COMPOSE=1 ;;
     --no-image) WANT_IMAGE=0 ;;
     --rebuild-image) REBUILD_IMAGE=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -436,12 +439,24 @@ EOF
   die_log "$REGISTRY_LOG" "docker-registry did not answer on $REGISTRY_ADDR within 30s"
 }
 
+# ------------------------------------------------------------ compose ----
+# `cargo xtask watch --up` runs `docker compose up`: the compose plugin of the
+# chosen client, else a docker-compose binary (Debian's v1 package).
+ensure_compose() {
+  if "$DOCKER_BIN" compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; then
+    return 0
+  fi
+  apt_install docker-compose
+  command -v docker-compose >/dev/null || die "docker-compose missing after installing docker-compose"
+}
+
 # --------------------------------------------------------------- main ----
 STANDIN_RECIPE=$STANDIN_RECIPE_VERSION-$(cd "$STANDIN_DIR" && cat addgroup adduser passwd group shadow nsswitch.conf os-release | sha256sum | cut -c1-12)
 ensure_engine
 ensure_buildkit_client
 [[ $WANT_IMAGE == 1 ]] && ensure_image
 [[ $WANT_REGISTRY == 1 ]] && ensure_registry
+[[ $WANT_COMPOSE == 1 ]] && ensure_compose
 
 printf 'export DOCKER=%q\n' "$DOCKER_BIN"
 printf 'export DOCKER_BUILDKIT=%s\n' "$BUILDKIT"

@@ -15,7 +15,7 @@ if ! pnpm --version 2>/dev/null | grep -q '^8\.15\.'; then
 fi
 
 step "making a Docker engine, the node:18-alpine stand-in and a local registry available"
-eval "$(scripts/docker-env.sh --registry)"
+eval "$(scripts/docker-env.sh --registry --compose)"
 export DOCKER DOCKER_BUILDKIT
 [ -n "${DOCKER_REGISTRY:-}" ] && export DOCKER_REGISTRY
 

@@ -281,3 +281,11 @@ pub fn analyze_error(root: &Path) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// End-to-end Docker tests share one engine and two cores: one at a time, across modules.
+pub static DOCKER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the Docker lock (a test that panicked while holding it does not poison the others).
+pub fn docker_lock() -> std::sync::MutexGuard<'static, ()> {
+    DOCKER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -44,7 +44,7 @@ pub struct Global {
     /// The local cache directory [default: `<root>/.images-cache`]
     #[arg(long, global = true, env = "IMAGES_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Print one JSON document on stdout instead of text
+    /// Print one JSON document on stdout instead of text (`watch`: one JSON object per line)
     #[arg(long, global = true)]
     pub json: bool,
     /// How many builds run at once [default: the number of CPUs]

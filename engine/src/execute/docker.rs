@@ -440,9 +440,8 @@ impl Builder for Docker {
         }
         cmd.arg("-f").arg(&req.dockerfile);
         cmd.arg("--iidfile").arg(&iid);
-        for t in &req.tags {
-            cmd.arg("-t").arg(t);
-        }
+        // No `-t`: the tags are applied only once the build is known good (a context stream
+        // that failed half-way must not leave a key tag on a partial image).
         for (k, v) in &req.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
@@ -473,6 +472,7 @@ impl Builder for Docker {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let stream_error: Mutex<Option<String>> = Mutex::new(None);
+        let stream_failed = std::sync::atomic::AtomicBool::new(false);
         let status = std::thread::scope(|scope| {
             scope.spawn(|| {
                 if let Some(w) = stdin.take() {
@@ -485,6 +485,7 @@ impl Builder for Docker {
                             if let Ok(mut s) = stream_error.lock() {
                                 *s = Some(e.to_string());
                             }
+                            stream_failed.store(true, Ordering::SeqCst);
                         }
                     }
                 }
@@ -509,6 +510,11 @@ impl Builder for Docker {
                 scope.spawn(pump(Box::new(e)));
             }
             loop {
+                if stream_failed.load(Ordering::SeqCst) {
+                    // The context could not be streamed whole: stop the build now.
+                    let _ = child.kill();
+                    return Ok(child.wait().unwrap_or_default());
+                }
                 if req.cancel.load(Ordering::SeqCst) {
                     // SIGINT lets the client cancel the build in the daemon; then make sure.
                     let pid = child.id() as libc::pid_t;
@@ -566,6 +572,11 @@ impl Builder for Docker {
                 "`docker build` succeeded but wrote no image id".to_string(),
                 &log,
             ));
+        }
+        for t in &req.tags {
+            if let Err(e) = self.tag(&image_id, t) {
+                return Err(fail(e.to_string(), &log));
+            }
         }
         Ok(BuildOutput { image_id, log })
     }

@@ -4,13 +4,9 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tests::{copy_example, xtask, Fixture};
-
-/// Docker builds share one engine and two cores: one test at a time.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 fn docker() -> Command {
     let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
@@ -222,7 +218,7 @@ fn check_image(image: &str, service: &str, all_services: &[&str]) {
 
 #[test]
 fn builds_everything_once_then_exactly_what_changed() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let ex = Example::new("seq");
     let services = [
         "api-gateway",
@@ -289,7 +285,7 @@ fn builds_everything_once_then_exactly_what_changed() {
 
 #[test]
 fn a_compile_error_fails_that_image_only_and_records_nothing() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let ex = Example::new("fail");
     let p = "services/enrollment-service/src/index.ts";
     ex.fx.write(
@@ -351,7 +347,7 @@ fn verify_cache(root: &Path) {
 
 #[test]
 fn concurrent_runs_and_a_killed_run_leave_a_sound_cache() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let ex = Example::new("conc");
     let root = ex.fx.root().to_path_buf();
     let spawn = || {
@@ -424,7 +420,7 @@ fn manifest_digest(registry: &str, repo: &str, tag: &str) -> Option<String> {
 
 #[test]
 fn a_registry_shares_the_cache_between_machines() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let ex = Example::new("reg");
     let ns = format!("kct{}", std::process::id());
     let cache_registry = format!("{}/{ns}", registry_addr());
@@ -595,7 +591,7 @@ fn from_chain(prefix: &str) -> Fixture {
 
 #[test]
 fn an_image_built_from_another_waits_for_it_and_follows_its_key() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let prefix = format!("kct-{}-from-", std::process::id());
     let fx = from_chain(&prefix);
     let cleanup = Example {
@@ -653,7 +649,7 @@ fn an_image_built_from_another_waits_for_it_and_follows_its_key() {
 
 #[test]
 fn ctrl_c_stops_the_builds_records_nothing_and_exits_130() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let prefix = format!("kct-{}-int-", std::process::id());
     let fx = from_chain(&prefix);
     let cleanup = Example {

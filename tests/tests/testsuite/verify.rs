@@ -6,12 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
 use tests::{copy_example, copy_tree, repo_root, xtask, Fixture};
 
 /// Docker builds share one engine and two cores: one test of this module at a time.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 fn docker_out(args: &[&str]) -> Output {
     let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
@@ -169,7 +167,7 @@ const RULES: [&str; 13] = [
 
 #[test]
 fn every_image_of_the_example_passes_and_is_verified_once_per_key() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let repo = Repo::new(copy_example(), "vok");
     let ids = repo.build();
     assert_eq!(ids.len(), 4);
@@ -240,7 +238,7 @@ fn every_image_of_the_example_passes_and_is_verified_once_per_key() {
 
 #[test]
 fn each_broken_image_fails_on_the_rule_it_breaks() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let repo = Repo::new(broken_fixture(), "vbad");
 
     // Nothing built yet: the missing image is the failure.

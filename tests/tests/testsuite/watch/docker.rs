@@ -15,7 +15,6 @@ use tests::{project, Fixture};
 use super::{describe, spawn, started};
 
 /// Docker builds share one engine and two cores: one test at a time (in this module).
-static DOCKER: Mutex<()> = Mutex::new(());
 
 fn docker() -> Command {
     let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
@@ -135,7 +134,7 @@ impl Drop for DockerFixture {
 
 #[test]
 fn a_change_during_a_real_build_ends_with_an_image_of_the_last_content() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     // A build that takes a few seconds, so that edits land while it runs.
     let dfx = DockerFixture::new("during", "RUN sleep 4\n");
     let fx = &dfx.fx;
@@ -248,7 +247,7 @@ fn container_of(compose: &Path, service: &str) -> String {
 
 #[test]
 fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
-    let _guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = tests::docker_lock();
     let compose_ok = Command::new("docker-compose").arg("version").output();
     assert!(
         compose_ok.is_ok_and(|o| o.status.success()),
