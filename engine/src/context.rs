@@ -310,8 +310,8 @@ fn walk(
 ) -> Result<Vec<(String, FileStat)>> {
     let mut out = Vec::new();
     let top_only = dir == ".";
-    let mut stack = vec![dir.to_string()];
-    while let Some(rel) = stack.pop() {
+    let mut stack = vec![(dir.to_string(), ignore.dir_state(dir))];
+    while let Some((rel, state)) = stack.pop() {
         let abs = if rel == "." {
             root.to_path_buf()
         } else {
@@ -339,13 +339,14 @@ fn walk(
                 if top_only || package_dirs.contains(child.as_str()) {
                     continue;
                 }
-                if ignore.is_excluded(&child) && !ignore.may_reinclude_below(&child) {
+                let (excluded, child_state) = ignore.check_in(&state, &child);
+                if excluded && !ignore.may_reinclude_below(&child) {
                     continue;
                 }
-                stack.push(child);
+                stack.push((child, child_state));
                 continue;
             }
-            if ignore.is_excluded(&child) || (top_only && ENGINE_FILES.contains(&name)) {
+            if ignore.check_in(&state, &child).0 || (top_only && ENGINE_FILES.contains(&name)) {
                 continue;
             }
             let meta = entry

@@ -56,8 +56,18 @@ enum Kind {
     Prefix(String),
     /// The path ends with this (the pattern without its leading `**`), or is it without its `/`.
     Suffix(String),
-    /// The compiled regular expression.
-    Regex(Program),
+    /// The compiled regular expression: our Pike VM (which validates Go's syntax and answers
+    /// `may_continue_after`) and, for plain matching, the `regex` crate's DFA-based engine when
+    /// it accepts the same expression (it does for everything Docker's translation produces).
+    Regex(Program, Option<regex::Regex>),
+}
+
+/// Where a walk stands in a directory: which patterns matched it (inherited by its children, as
+/// Docker's `MatchesUsingParentResults`), and whether Docker skips it whole.
+#[derive(Debug, Clone)]
+pub struct DirState {
+    matched: Option<Vec<bool>>,
+    skipped: bool,
 }
 
 impl DockerIgnore {
@@ -174,6 +184,58 @@ impl DockerIgnore {
             Walked::Reached { excluded, .. } => excluded,
             Walked::SkippedAbove => true,
         }
+    }
+
+    /// The matching state of a directory, for a walker that checks its children one by one with
+    /// [`DockerIgnore::check_in`] (the answers are [`DockerIgnore::is_excluded`]'s, without
+    /// re-walking every parent for every file).
+    pub fn dir_state(&self, rel_dir: &str) -> DirState {
+        let cleaned;
+        let dir = if is_clean_relative(rel_dir) {
+            rel_dir
+        } else {
+            cleaned = go_clean(rel_dir.trim_start_matches('/'));
+            cleaned.as_str()
+        };
+        if dir.is_empty() || dir == "." {
+            return DirState {
+                matched: None,
+                skipped: false,
+            };
+        }
+        match self.walk_to(dir) {
+            Walked::SkippedAbove => DirState {
+                matched: None,
+                skipped: true,
+            },
+            Walked::Reached { excluded, matched } => DirState {
+                skipped: excluded && self.skips_dir(dir),
+                matched: Some(matched),
+            },
+        }
+    }
+
+    /// Whether `rel`, a direct child of the directory whose state is `parent`, is excluded, and
+    /// its own state (used when it is a directory).
+    pub fn check_in(&self, parent: &DirState, rel: &str) -> (bool, DirState) {
+        if parent.skipped {
+            return (
+                true,
+                DirState {
+                    matched: None,
+                    skipped: true,
+                },
+            );
+        }
+        let (excluded, matched) = self.matches_using_parent_results(rel, parent.matched.as_deref());
+        let skipped = excluded && self.skips_dir(rel);
+        (
+            excluded,
+            DirState {
+                matched: Some(matched),
+                skipped,
+            },
+        )
     }
 
     /// For an excluded directory `rel_dir`: could any path below it be re-included by an exception?
@@ -295,7 +357,8 @@ impl Pattern {
                 path.ends_with(suffix.as_str())
                     || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
             }
-            Kind::Regex(program) => program.is_match(path),
+            Kind::Regex(_, Some(fast)) => fast.is_match(path),
+            Kind::Regex(program, None) => program.is_match(path),
         }
     }
 
@@ -316,7 +379,7 @@ impl Pattern {
             Kind::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
             // Any suffix can be appended.
             Kind::Suffix(_) => true,
-            Kind::Regex(program) => program.may_continue_after(prefix),
+            Kind::Regex(program, _) => program.may_continue_after(prefix),
         }
     }
 }
@@ -517,6 +580,47 @@ fn docker_regex(pattern: &str) -> (MatchType, String) {
     (ty, re)
 }
 
+/// The `regex` crate's compilation of `re`, where it means what Go means. Perl classes (`\d`,
+/// `\w`, `\s`, `\b`) are ASCII in Go and Unicode here: such expressions keep the Pike VM.
+fn fast_regex(re: &str) -> Option<regex::Regex> {
+    let perl_class = ['d', 'D', 'w', 'W', 's', 'S', 'b', 'B']
+        .iter()
+        .any(|c| re.contains(&format!("\\{c}")));
+    if perl_class || !same_in_rust(re) {
+        return None;
+    }
+    regex::Regex::new(re).ok()
+}
+
+/// Whether the `regex` crate reads `re` as Go does: it does not, inside a class, for `[` (a nested
+/// class there, a literal in Go) and for the set operators `&&`, `--`, `~~`.
+fn same_in_rust(re: &str) -> bool {
+    let b = re.as_bytes();
+    let mut in_class = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' if in_class => return false,
+            b'[' => {
+                in_class = true;
+                // A leading `^` and a leading `]` belong to the class.
+                if b.get(i + 1) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b']' if in_class => in_class = false,
+            c @ (b'&' | b'-' | b'~') if in_class && b.get(i + 1) == Some(&c) => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 fn compile(pattern: &str) -> std::result::Result<Kind, String> {
     let (ty, re) = docker_regex(pattern);
     Ok(match ty {
@@ -524,7 +628,11 @@ fn compile(pattern: &str) -> std::result::Result<Kind, String> {
         // Byte slicing like Go's; the pattern ends (prefix) or starts (suffix) with `**`.
         MatchType::Prefix => Kind::Prefix(pattern[..pattern.len() - 2].to_string()),
         MatchType::Suffix => Kind::Suffix(pattern[2..].to_string()),
-        MatchType::Regex => Kind::Regex(Program::compile(&re)?),
+        MatchType::Regex => {
+            let program = Program::compile(&re)?;
+            let fast = fast_regex(&re);
+            Kind::Regex(program, fast)
+        }
     })
 }
 
@@ -1753,6 +1861,46 @@ mod tests {
     }
 
     proptest! {
+        /// A walker carrying each directory's state gets `is_excluded`'s answer for every path.
+        #[test]
+        fn walking_with_dir_states_agrees_with_is_excluded(
+            pats in proptest::collection::vec("!?(\\*\\*/)?[ab*]{1,3}(/[ab*]{1,2})?(/\\*\\*)?", 1..5),
+            path in proptest::collection::vec("[ab]{1,2}", 1..5),
+        ) {
+            let di = ignore(&pats.join("\n"));
+            let mut state = di.dir_state(".");
+            let mut rel = String::new();
+            for seg in &path {
+                if !rel.is_empty() {
+                    rel.push('/');
+                }
+                rel.push_str(seg);
+                let (excluded, next) = di.check_in(&state, &rel);
+                prop_assert_eq!(excluded, di.is_excluded(&rel), "patterns {:?} path {}", pats, rel);
+                // Starting the walk from this directory gives the same state.
+                let (again, _) = di.check_in(&di.dir_state(&rel), &format!("{rel}/a"));
+                prop_assert_eq!(again, di.is_excluded(&format!("{rel}/a")));
+                state = next;
+            }
+        }
+
+        /// The `regex` crate (used for speed) and our Pike VM (Go's semantics) agree on every
+        /// expression Docker's translation produces.
+        #[test]
+        fn fast_engine_agrees_with_the_pike_vm(
+            pat in "(\\*\\*/)?[a-c*?./\\[\\]^!-]{1,8}(/\\*\\*)?",
+            path in "[a-c./é-]{0,10}",
+        ) {
+            let (ty, re) = docker_regex(&pat);
+            if !matches!(ty, MatchType::Regex) {
+                return Ok(());
+            }
+            let Ok(program) = Program::compile(&re) else { return Ok(()); };
+            if let Some(fast) = fast_regex(&re) {
+                prop_assert_eq!(fast.is_match(&path), program.is_match(&path), "pattern {:?} regex {:?} path {:?}", pat, re, path);
+            }
+        }
+
         /// A pattern of literal segments excludes exactly that path and everything below it.
         #[test]
         fn literal_pattern_excludes_exactly_its_subtree(
