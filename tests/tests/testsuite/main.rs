@@ -1,6 +1,7 @@
 //! The one integration test binary: one module per area.
 
 mod affected;
+mod bench;
 mod build;
 mod cli;
 mod discover;
