@@ -9,8 +9,6 @@ use std::process::{Command, Output};
 
 use tests::{copy_example, copy_tree, repo_root, xtask, Fixture};
 
-/// Docker builds share one engine and two cores: one test of this module at a time.
-
 fn docker_out(args: &[&str]) -> Output {
     let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
     Command::new(client)

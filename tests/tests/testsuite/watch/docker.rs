@@ -14,8 +14,6 @@ use tests::{project, Fixture};
 
 use super::{describe, spawn, started};
 
-/// Docker builds share one engine and two cores: one test at a time (in this module).
-
 fn docker() -> Command {
     let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
     let mut c = Command::new(client);
