@@ -230,19 +230,24 @@ pub fn list(ws: &Workspace, services: &[usize]) -> Result<Listing> {
         .collect::<Result<_>>()?;
     let results: HashMap<WalkKey, Vec<(String, FileStat)>> = results.into_iter().collect();
 
+    // Every walked file once (walks of different services overlap: shared packages, the root).
     let mut listing = Listing::default();
+    for files in results.values() {
+        for (p, st) in files {
+            if !listing.files.contains_key(p) {
+                listing.files.insert(p.clone(), *st);
+            }
+        }
+    }
     let mut pruned_cache: HashMap<BTreeSet<String>, Arc<Vec<u8>>> = HashMap::new();
     for ((s, keys, extra_files), (_, dockerfile, ignore_file)) in per_service.into_iter().zip(plans)
     {
         let svc = &ws.services[s];
         let ignore = &ignores[&ignore_file];
-        let mut paths: BTreeSet<String> = BTreeSet::new();
-        for k in &keys {
-            for (p, st) in &results[k] {
-                listing.files.entry(p.clone()).or_insert(*st);
-                paths.insert(p.clone());
-            }
-        }
+        let mut paths: Vec<String> = keys
+            .iter()
+            .flat_map(|k| results[k].iter().map(|(p, _)| p.clone()))
+            .collect();
         for f in extra_files {
             if ignore.is_excluded(&f) {
                 continue;
@@ -254,22 +259,24 @@ pub fn list(ws: &Workspace, services: &[usize]) -> Result<Listing> {
                 .files
                 .entry(f.clone())
                 .or_insert_with(|| FileStat::from_metadata(&meta));
-            paths.insert(f);
+            paths.push(f);
         }
         // Docker sends the Dockerfile whatever the ignore file says.
-        if !paths.contains(&svc.dockerfile) {
+        if !listing.files.contains_key(&svc.dockerfile) {
             let abs = root.join(&svc.dockerfile);
             let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("read", &abs, e))?;
             listing
                 .files
-                .entry(svc.dockerfile.clone())
-                .or_insert_with(|| FileStat::from_metadata(&meta));
-            paths.insert(svc.dockerfile.clone());
+                .insert(svc.dockerfile.clone(), FileStat::from_metadata(&meta));
         }
+        paths.push(svc.dockerfile.clone());
+        paths.sort_unstable();
+        paths.dedup();
         // The lockfile is replaced by its pruning to the closure's importers.
         let mut pruned_lockfile = None;
         if let Some(lock) = &ws.lockfile {
-            if paths.remove(LOCKFILE) {
+            if let Ok(i) = paths.binary_search_by(|p| p.as_str().cmp(LOCKFILE)) {
+                paths.remove(i);
                 let importers: BTreeSet<String> = ws
                     .closure(svc.package)
                     .into_iter()
@@ -289,7 +296,7 @@ pub fn list(ws: &Workspace, services: &[usize]) -> Result<Listing> {
         }
         listing.services.push(ServiceListing {
             service: s,
-            paths: paths.into_iter().collect(),
+            paths,
             dockerignore: ignore_file,
             dockerfile,
             pruned_lockfile,
