@@ -431,7 +431,14 @@ impl Builder for Docker {
             log_tail: tail(&String::from_utf8_lossy(log), 30),
             interrupted: false,
         };
-        let iid = req.work_dir.join(format!("{}.iid", req.service));
+        // Unique per process and build: two runs on one cache build the same service at once.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let iid = req.work_dir.join(format!(
+            "{}.{}.{}.iid",
+            req.service,
+            std::process::id(),
+            BUILDS.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_file(&iid);
         let mut cmd = self.cmd();
         cmd.arg("build");

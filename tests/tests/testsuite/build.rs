@@ -373,11 +373,17 @@ fn concurrent_runs_and_a_killed_run_leave_a_sound_cache() {
     assert!(after.values().all(|(a, _)| a == "cached"), "{after:?}");
 
     // A run killed with SIGKILL in the middle of a build.
+    // A content no earlier run built (BuildKit's layer cache would make the builds instant).
     let p = "shared/src/health.ts";
-    ex.fx.write(p, &format!("{}\n// edited\n", ex.fx.read(p)));
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    ex.fx
+        .write(p, &format!("{}\n// edited {unique}\n", ex.fx.read(p)));
     let mut victim = spawn();
     // Let its builds get going (all four rebuild after a shared edit), then kill it mid-build.
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(4));
     assert!(
         victim.try_wait().expect("wait").is_none(),
         "the run must still be building"
