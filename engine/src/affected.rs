@@ -241,7 +241,13 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
     let files_of = |a: &Analysis, service: &str| -> Option<BTreeSet<String>> {
         let s = a.ws.services.iter().position(|s| s.name == service)?;
         let img = a.image(s)?;
-        Some(img.context.files.iter().map(|f| f.path.clone()).collect())
+        Some(
+            img.context
+                .files
+                .iter()
+                .map(|f| f.path.to_string())
+                .collect(),
+        )
     };
 
     let ws = &head_analysis.ws;
@@ -292,7 +298,7 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
             && head_analysis
                 .images
                 .iter()
-                .all(|i| i.context.files.iter().any(|f| &f.path == *p))
+                .all(|i| i.context.files.iter().any(|f| *f.path == **p))
     });
     let all_reason = root_input.map(|p| format!("`{p}` is an input of every image"));
     if let Some(r) = &all_reason {

@@ -238,6 +238,32 @@ impl DockerIgnore {
         )
     }
 
+    /// Whether `rel`, a direct child of the directory whose state is `parent`, is excluded: as
+    /// [`DockerIgnore::check_in`], for a file (no state to keep, nothing allocated).
+    pub fn is_excluded_in(&self, parent: &DirState, rel: &str) -> bool {
+        if parent.skipped {
+            return true;
+        }
+        let pm = parent.matched.as_deref();
+        let mut excluded = false;
+        for (i, p) in self.patterns.iter().enumerate() {
+            let mut m = pm.is_some_and(|pm| pm[i]);
+            if !m {
+                if p.exception != excluded {
+                    continue;
+                }
+                m = match pm {
+                    Some(_) => p.matches(rel),
+                    None => p.matches_or_parent(rel),
+                };
+            }
+            if m {
+                excluded = !p.exception;
+            }
+        }
+        excluded
+    }
+
     /// For an excluded directory `rel_dir`: could any path below it be re-included by an exception?
     /// (If false, a walker may skip the whole directory.) Conservative: true when unsure, and true
     /// for a directory that is not excluded.

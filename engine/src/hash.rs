@@ -45,15 +45,29 @@ struct Entry {
     digest: FileDigest,
 }
 
+/// A stat cache entry, to be checked against a fresh stat with [`StatCache::trust`].
+#[derive(Debug, Clone, Copy)]
+pub struct CachedEntry(Entry);
+
 /// The persisted stat cache: path (relative to the root) -> stat and digest.
+///
+/// The file is kept as loaded, with an index of its records (sorted by path, binary-searched): a
+/// warm run of 100k files decodes nothing it does not look up, and allocates no string per entry.
+/// Entries recorded in this run sit in a small map beside it.
 #[derive(Debug, Default)]
 pub struct StatCache {
-    entries: HashMap<String, Entry>,
+    /// The loaded file's records (the body, after the header).
+    base: Vec<u8>,
+    /// Offsets of the records in `base`, in path order.
+    index: Vec<usize>,
+    added: HashMap<String, Entry>,
     /// The mtime of the cache file when loaded; entries not older than this are not trusted.
     saved_at_ns: i64,
 }
 
 const MAGIC: &[u8; 8] = b"KCSTAT01";
+/// A record after its path: size, mtime, ctime, inode, mode (u64 each), then the digest.
+const RECORD_TAIL: usize = 5 * 8 + 32;
 
 /// Counters of one hashing pass, for tests and benchmarks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +102,12 @@ impl StatCache {
                 Some(format!("ignored stat cache `{}`: {e}", path.display())),
             );
         }
-        match Self::decode(&bytes) {
-            Some(entries) => (
+        match Self::index(&bytes) {
+            Some(index) => (
                 StatCache {
-                    entries,
+                    base: bytes,
+                    index,
+                    added: HashMap::new(),
                     saved_at_ns,
                 },
                 None,
@@ -106,7 +122,9 @@ impl StatCache {
         }
     }
 
-    fn decode(bytes: &[u8]) -> Option<HashMap<String, Entry>> {
+    /// Checks the file (magic, checksum, record bounds, strictly ascending paths) and returns the
+    /// offset of each record.
+    fn index(bytes: &[u8]) -> Option<Vec<usize>> {
         if bytes.len() < MAGIC.len() + 8 + 32 || &bytes[..8] != MAGIC {
             return None;
         }
@@ -114,55 +132,103 @@ impl StatCache {
         if blake3::hash(body).as_bytes() != sum {
             return None;
         }
-        let mut r = &body[8..];
-        let count = take_u64(&mut r)? as usize;
-        let mut entries = HashMap::with_capacity(count.min(1 << 22));
+        let count = u64::from_le_bytes(body[8..16].try_into().ok()?) as usize;
+        let mut index = Vec::with_capacity(count.min(1 << 22));
+        let mut at = 16;
+        let mut last: &[u8] = &[];
         for _ in 0..count {
-            let len = take_u64(&mut r)? as usize;
-            if r.len() < len {
+            let len = u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?) as usize;
+            let path = body.get(at + 8..(at + 8).checked_add(len)?)?;
+            if !index.is_empty() && path <= last {
                 return None;
             }
-            let (p, rest) = r.split_at(len);
-            r = rest;
-            let path = std::str::from_utf8(p).ok()?.to_string();
-            let stat = FileStat {
-                size: take_u64(&mut r)?,
-                mtime_ns: take_u64(&mut r)? as i64,
-                ctime_ns: take_u64(&mut r)? as i64,
-                ino: take_u64(&mut r)?,
-                mode: take_u64(&mut r)? as u32,
-            };
-            if r.len() < 32 {
+            index.push(at);
+            last = path;
+            at = at + 8 + len + RECORD_TAIL;
+            if at > body.len() {
                 return None;
             }
-            let (d, rest) = r.split_at(32);
-            r = rest;
-            let digest = FileDigest::from_bytes(d.try_into().ok()?);
-            entries.insert(path, Entry { stat, digest });
         }
-        r.is_empty().then_some(entries)
+        (at == body.len()).then_some(index)
     }
 
-    /// Writes the cache atomically (temp file, fsync, rename).
+    fn path_at(&self, at: usize) -> &[u8] {
+        let len = read_u64(&self.base, at) as usize;
+        &self.base[at + 8..at + 8 + len]
+    }
+
+    fn entry_at(&self, at: usize) -> Entry {
+        let p = at + 8 + read_u64(&self.base, at) as usize;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&self.base[p + 40..p + 72]);
+        Entry {
+            stat: FileStat {
+                size: read_u64(&self.base, p),
+                mtime_ns: read_u64(&self.base, p + 8) as i64,
+                ctime_ns: read_u64(&self.base, p + 16) as i64,
+                ino: read_u64(&self.base, p + 24),
+                mode: read_u64(&self.base, p + 32) as u32,
+            },
+            digest: FileDigest::from_bytes(digest),
+        }
+    }
+
+    fn get(&self, rel: &str) -> Option<Entry> {
+        if let Some(e) = self.added.get(rel) {
+            return Some(*e);
+        }
+        let i = self
+            .index
+            .binary_search_by(|&at| self.path_at(at).cmp(rel.as_bytes()))
+            .ok()?;
+        Some(self.entry_at(self.index[i]))
+    }
+
+    /// Writes the cache atomically (temp file, rename): its loaded entries, with this run's
+    /// entries over them.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut body = Vec::with_capacity(64 + self.entries.len() * 96);
+        let mut added: Vec<(&str, &Entry)> =
+            self.added.iter().map(|(p, e)| (p.as_str(), e)).collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut merged: Vec<(&str, Entry)> = Vec::with_capacity(self.index.len() + added.len());
+        let mut new = added.into_iter().peekable();
+        for &at in &self.index {
+            let Ok(p) = std::str::from_utf8(self.path_at(at)) else {
+                continue;
+            };
+            while let Some((q, e)) = new.next_if(|(q, _)| *q < p) {
+                merged.push((q, *e));
+            }
+            if new.peek().is_some_and(|(q, _)| *q == p) {
+                continue; // replaced below
+            }
+            merged.push((p, self.entry_at(at)));
+        }
+        merged.extend(new.map(|(q, e)| (q, *e)));
+        Self::write(path, merged.iter().map(|(p, e)| (*p, &e.stat, &e.digest)))
+    }
+
+    /// Writes a cache holding exactly `entries` (sorted by path, unique) atomically.
+    pub fn write<'a>(
+        path: &Path,
+        entries: impl ExactSizeIterator<Item = (&'a str, &'a FileStat, &'a FileDigest)>,
+    ) -> Result<()> {
+        let mut body = Vec::with_capacity(64 + entries.len() * 128);
         body.extend_from_slice(MAGIC);
-        body.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        let mut sorted: Vec<_> = self.entries.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        for (p, e) in sorted {
+        body.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (p, stat, digest) in entries {
             body.extend_from_slice(&(p.len() as u64).to_le_bytes());
             body.extend_from_slice(p.as_bytes());
             for v in [
-                e.stat.size,
-                e.stat.mtime_ns as u64,
-                e.stat.ctime_ns as u64,
-                e.stat.ino,
-                u64::from(e.stat.mode),
+                stat.size,
+                stat.mtime_ns as u64,
+                stat.ctime_ns as u64,
+                stat.ino,
+                u64::from(stat.mode),
             ] {
                 body.extend_from_slice(&v.to_le_bytes());
             }
-            body.extend_from_slice(e.digest.as_bytes());
+            body.extend_from_slice(digest.as_bytes());
         }
         let sum = blake3::hash(&body);
         body.extend_from_slice(sum.as_bytes());
@@ -173,37 +239,49 @@ impl StatCache {
 
     /// The digest recorded for `rel`, if its stat is unchanged and not racily new.
     pub fn lookup(&self, rel: &str, stat: &FileStat) -> Option<FileDigest> {
-        let e = self.entries.get(rel)?;
+        self.trust(&self.entry(rel)?, stat)
+    }
+
+    /// What the cache holds for `rel`, trusted or not (see [`StatCache::trust`]).
+    pub fn entry(&self, rel: &str) -> Option<CachedEntry> {
+        self.get(rel).map(CachedEntry)
+    }
+
+    /// The digest of `entry` if the file's stat now is the recorded one, and not racily new.
+    pub fn trust(&self, entry: &CachedEntry, stat: &FileStat) -> Option<FileDigest> {
+        let e = &entry.0;
         let trusted =
             e.stat == *stat && stat.mtime_ns < self.saved_at_ns && stat.ctime_ns < self.saved_at_ns;
         trusted.then_some(e.digest)
     }
 
     pub fn insert(&mut self, rel: String, stat: FileStat, digest: FileDigest) {
-        self.entries.insert(rel, Entry { stat, digest });
+        self.added.insert(rel, Entry { stat, digest });
     }
 
-    /// Drops entries for paths not in `keep`, so the cache does not grow without bound.
-    pub fn retain(&mut self, keep: &std::collections::HashSet<&str>) {
-        self.entries.retain(|k, _| keep.contains(k.as_str()));
-    }
-
+    /// Entries (loaded or added, an added one counted once).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
+            + self
+                .added
+                .keys()
+                .filter(|k| {
+                    self.index
+                        .binary_search_by(|&at| self.path_at(at).cmp(k.as_bytes()))
+                        .is_err()
+                })
+                .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty() && self.added.is_empty()
     }
 }
 
-fn take_u64(r: &mut &[u8]) -> Option<u64> {
-    if r.len() < 8 {
-        return None;
-    }
-    let (a, b) = r.split_at(8);
-    *r = b;
-    Some(u64::from_le_bytes(a.try_into().ok()?))
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 /// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
@@ -265,6 +343,27 @@ pub fn hash_path(abs: &Path, stat: &FileStat) -> std::io::Result<(FileDigest, u6
     let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((FileDigest::from_hash(hasher.finalize()), total))
+}
+
+/// The digest of an open file of `size` bytes (from its `fstat`): reads exactly that much (a
+/// file that grew since is seen by its next stat; one that shrank ends early), so a small file
+/// costs one `read`.
+pub fn hash_reader(file: &mut impl Read, size: u64) -> std::io::Result<(FileDigest, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0u64;
+    while total < size {
+        let want = (size - total).min(buf.len() as u64) as usize;
+        let n = match file.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -389,6 +488,73 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("stat");
         std::fs::write(&p, b"KCSTAT01garbage-garbage-garbage-garbage-garbage").expect("write");
+        let (c, warn) = StatCache::load(&p);
+        assert!(c.is_empty());
+        assert!(warn.expect("warning").contains("corrupt"));
+    }
+
+    fn digest(s: &str) -> FileDigest {
+        FileDigest::of_bytes(s.as_bytes())
+    }
+
+    fn st(ino: u64) -> FileStat {
+        FileStat {
+            size: 1,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino,
+            mode: 0o100644,
+        }
+    }
+
+    #[test]
+    fn save_keeps_loaded_entries_and_added_ones_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("stat");
+        let mut c = StatCache::new();
+        for (path, ino) in [("b", 2), ("d", 4), ("a/x", 1)] {
+            c.insert(path.into(), st(ino), digest(path));
+        }
+        c.save(&p).expect("save");
+        let (mut loaded, warn) = StatCache::load(&p);
+        assert!(warn.is_none());
+        assert_eq!(loaded.len(), 3);
+        loaded.insert("c".into(), st(3), digest("c"));
+        loaded.insert("d".into(), st(40), digest("new d"));
+        loaded.save(&p).expect("save");
+        let (again, _) = StatCache::load(&p);
+        assert_eq!(again.len(), 4);
+        for (path, ino, d) in [
+            ("a/x", 1, "a/x"),
+            ("b", 2, "b"),
+            ("c", 3, "c"),
+            ("d", 40, "new d"),
+        ] {
+            let e = again.entry(path).expect(path);
+            assert_eq!(e.0.stat.ino, ino, "{path}");
+            assert_eq!(e.0.digest, digest(d), "{path}");
+        }
+        assert!(again.entry("e").is_none());
+        assert!(again.entry("a").is_none());
+    }
+
+    #[test]
+    fn a_file_out_of_order_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("stat");
+        let (s1, s2) = (st(1), st(2));
+        let (d1, d2) = (digest("1"), digest("2"));
+        // Written unsorted (a valid checksum): a binary search could not trust it.
+        StatCache::write(&p, [("b", &s1, &d1), ("a", &s2, &d2)].into_iter()).expect("write");
+        let (c, warn) = StatCache::load(&p);
+        assert!(c.is_empty());
+        assert!(warn.expect("warning").contains("corrupt"));
+        // A truncated record, checksum recomputed: also corrupt, never read out of bounds.
+        let mut bytes = std::fs::read(&p).expect("read");
+        bytes.truncate(bytes.len() - 32 - 10);
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(sum.as_bytes());
+        std::fs::write(&p, &bytes).expect("write");
         let (c, warn) = StatCache::load(&p);
         assert!(c.is_empty());
         assert!(warn.expect("warning").contains("corrupt"));

@@ -79,7 +79,7 @@ impl InputManifest {
                 .files
                 .iter()
                 .map(|f| InputFile {
-                    path: f.path.clone(),
+                    path: f.path.to_string(),
                     mode: f.mode,
                     digest: f.digest,
                 })

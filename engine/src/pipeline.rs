@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::context::{self, Context};
 use crate::digest::{FileDigest, ImageKey};
 use crate::graph::Graph;
-use crate::hash::{self, HashStats, StatCache};
+use crate::hash::{HashStats, StatCache};
 use crate::key::{BaseImage, InputManifest, KeyManifest, KEY_FORMAT_VERSION};
 use crate::workspace::Workspace;
 use crate::Result;
@@ -110,6 +110,14 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     };
     let mut warnings = Vec::new();
 
+    // The stat cache loads while the workspace's Dockerfiles are read.
+    let cache_dir = opts.cache_dir();
+    let stat_path = cache_dir.join(STAT_CACHE_FILE);
+    let loading = opts.stat_cache.then(|| {
+        let p = stat_path.clone();
+        std::thread::spawn(move || StatCache::load(&p))
+    });
+
     // Selection: the named services and, transitively, the images they build FROM.
     let t = Instant::now();
     let mut selected: Vec<usize> = if opts.services.is_empty() {
@@ -120,74 +128,83 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             .map(|n| ws.service(n))
             .collect::<Result<_>>()?
     };
-    // The Dockerfiles of every service are needed for the image graph; list all selected.
-    let mut listing = context::list(&ws, &selected)?;
-    let dockerfiles: HashMap<usize, std::sync::Arc<crate::dockerfile::Dockerfile>> = listing
-        .services
-        .iter()
-        .map(|s| (s.service, s.dockerfile.clone()))
-        .collect();
-    let df_refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
-        .map(|s| dockerfiles.get(&s).map(|d| d.as_ref()))
-        .collect();
-    let graph = Graph::build(&ws, &df_refs)?;
-    // Add FROM dependencies missing from the selection, then list them too.
-    let mut closure: HashSet<usize> = selected.iter().copied().collect();
-    let mut stack = selected.clone();
-    while let Some(s) = stack.pop() {
-        for &d in &graph.image_deps[s] {
-            if closure.insert(d) {
-                stack.push(d);
+    let mut dockerfiles = context::load_dockerfiles(&ws, &selected)?;
+    let graph = loop {
+        let refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
+            .map(|s| dockerfiles.get(&s).map(|d| d.as_ref()))
+            .collect();
+        let graph = Graph::build(&ws, &refs)?;
+        // Add the FROM dependencies missing from the selection, until none is.
+        let mut closure: HashSet<usize> = selected.iter().copied().collect();
+        let mut stack = selected.clone();
+        while let Some(s) = stack.pop() {
+            for &d in &graph.image_deps[s] {
+                if closure.insert(d) {
+                    stack.push(d);
+                }
             }
         }
-    }
-    let graph = if closure.len() > selected.len() {
+        if closure.len() == selected.len() {
+            break graph;
+        }
         selected = closure.into_iter().collect();
         selected.sort_unstable();
-        listing = context::list(&ws, &selected)?;
-        let dockerfiles: HashMap<usize, &crate::dockerfile::Dockerfile> = listing
-            .services
+        let missing: Vec<usize> = selected
             .iter()
-            .map(|s| (s.service, s.dockerfile.as_ref()))
+            .copied()
+            .filter(|s| !dockerfiles.contains_key(s))
             .collect();
-        let refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
-            .map(|s| dockerfiles.get(&s).copied())
-            .collect();
-        Graph::build(&ws, &refs)?
-    } else {
-        graph
+        dockerfiles.extend(context::load_dockerfiles(&ws, &missing)?);
     };
+    let stat_cache = match loading {
+        Some(h) => {
+            let (c, warn) = h.join().unwrap_or_else(|_| {
+                (
+                    StatCache::new(),
+                    Some("could not load the stat cache".into()),
+                )
+            });
+            warnings.extend(warn);
+            c
+        }
+        None => StatCache::new(),
+    };
+
+    // List and hash every file once (in parallel), answering from the stat cache where it can.
+    let listing = context::list(
+        &ws,
+        &selected,
+        &dockerfiles,
+        context::HashWith {
+            cache: &stat_cache,
+            parallel: opts.parallel,
+        },
+    )?;
     timings.list = t.elapsed();
 
-    // Hash every file once, answering from the stat cache where it can.
     let t = Instant::now();
-    let cache_dir = opts.cache_dir();
-    let stat_path = cache_dir.join(STAT_CACHE_FILE);
-    let mut stat_cache = if opts.stat_cache {
-        let (c, warn) = StatCache::load(&stat_path);
-        warnings.extend(warn);
-        c
-    } else {
-        StatCache::new()
-    };
-    let files: Vec<(String, hash::FileStat)> =
-        listing.files.iter().map(|(p, s)| (p.clone(), *s)).collect();
-    let (digests, hash_stats) = hash::hash_files(&ws.root, &files, &mut stat_cache, opts.parallel)?;
+    let hash_stats = listing.stats;
     if opts.stat_cache && hash_stats.hashed > 0 {
-        if opts.services.is_empty() {
-            let keep: HashSet<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-            stat_cache.retain(&keep);
-        }
-        if let Err(e) = stat_cache.save(&stat_path) {
+        let saved = if opts.services.is_empty() {
+            // Every context was listed: the cache becomes exactly the listing (so it does not
+            // grow without bound).
+            StatCache::write(
+                &stat_path,
+                listing.files.iter().map(|f| (&*f.path, &f.stat, &f.digest)),
+            )
+        } else {
+            let mut c = stat_cache;
+            for f in listing.files.iter().filter(|f| f.hashed) {
+                c.insert(f.path.to_string(), f.stat, f.digest);
+            }
+            c.save(&stat_path)
+        };
+        if let Err(e) = saved {
             warnings.push(format!("could not save the stat cache: {e}"));
         }
     }
-    let by_path: HashMap<&str, FileDigest> = files
-        .iter()
-        .zip(&digests)
-        .map(|((p, _), d)| (p.as_str(), *d))
-        .collect();
-    let contexts = context::assemble(&listing, &by_path);
+    let contexts = context::assemble(&listing);
+    drop(listing);
     timings.hash = t.elapsed();
 
     // Keys, in DAG order so that FROM images' keys are known.
@@ -207,7 +224,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
         let dockerfile_digest = ctx
             .files
             .iter()
-            .find(|f| f.path == svc.dockerfile)
+            .find(|f| *f.path == *svc.dockerfile)
             .map(|f| f.digest)
             .unwrap_or_else(|| FileDigest::of_bytes(b""));
         let mut from_images = BTreeMap::new();

@@ -31,7 +31,7 @@ pub fn write_context<W: Write>(root: &Path, ctx: &Context, out: W) -> Result<W> 
     // Parent directories first, each once, with a fixed mode.
     let mut dirs = BTreeSet::new();
     for f in &ctx.files {
-        let mut p = f.path.as_str();
+        let mut p = &*f.path;
         while let Some((parent, _)) = p.rsplit_once('/') {
             dirs.insert(parent.to_string());
             p = parent;
@@ -39,7 +39,7 @@ pub fn write_context<W: Write>(root: &Path, ctx: &Context, out: W) -> Result<W> 
     }
     for f in &ctx.files {
         while let Some(d) = dirs.first().cloned() {
-            if d.as_str() > f.path.as_str() {
+            if d.as_str() > &*f.path {
                 break;
             }
             dirs.pop_first();
@@ -48,25 +48,25 @@ pub fn write_context<W: Write>(root: &Path, ctx: &Context, out: W) -> Result<W> 
                 .map_err(|e| tar_err(&d, e))?;
         }
         if f.symlink {
-            let target = std::fs::read_link(root.join(&f.path))
-                .map_err(|e| Error::io("read link", root.join(&f.path), e))?;
+            let target = std::fs::read_link(root.join(&*f.path))
+                .map_err(|e| Error::io("read link", root.join(&*f.path), e))?;
             let bytes = target.as_os_str().as_encoded_bytes();
             check(&f.path, f.digest, FileDigest::of_bytes(bytes))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-            b.append_link(&mut h, &f.path, &target)
+            b.append_link(&mut h, &*f.path, &target)
                 .map_err(|e| tar_err(&f.path, e))?;
             continue;
         }
         let bytes: std::borrow::Cow<'_, [u8]> = match &f.source {
             Source::Virtual(v) => std::borrow::Cow::Borrowed(v.as_slice()),
             Source::Disk => {
-                let p = root.join(&f.path);
+                let p = root.join(&*f.path);
                 std::borrow::Cow::Owned(std::fs::read(&p).map_err(|e| Error::io("read", p, e))?)
             }
         };
         check(&f.path, f.digest, FileDigest::of_bytes(&bytes))?;
         let mut h = header(tar::EntryType::Regular, f.mode, bytes.len() as u64);
-        b.append_data(&mut h, &f.path, bytes.as_ref())
+        b.append_data(&mut h, &*f.path, bytes.as_ref())
             .map_err(|e| tar_err(&f.path, e))?;
     }
     for d in dirs {

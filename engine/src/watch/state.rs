@@ -145,7 +145,7 @@ impl State {
         for (i, img) in a.images.iter().enumerate() {
             for (j, f) in img.context.files.iter().enumerate() {
                 if matches!(f.source, Source::Disk) {
-                    index.entry(f.path.clone()).or_default().push((i, j));
+                    index.entry(f.path.to_string()).or_default().push((i, j));
                 }
             }
             let svc = &ws.services[img.service];
@@ -505,7 +505,11 @@ impl State {
             .map(|img| {
                 (
                     ws.services[img.service].name.clone(),
-                    img.context.files.iter().map(|f| f.path.clone()).collect(),
+                    img.context
+                        .files
+                        .iter()
+                        .map(|f| f.path.to_string())
+                        .collect(),
                 )
             })
             .collect()

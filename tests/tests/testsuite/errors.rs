@@ -109,6 +109,18 @@ fn a_symlink_that_leaves_the_root() {
 }
 
 #[test]
+fn a_file_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = project().shared().service("a", &[]).build();
+    let name = std::ffi::OsStr::from_bytes(b"bad-\xff.ts");
+    std::fs::write(p.path("services/a/src").join(name), "x").expect("write");
+    let e = analyze_error(p.root());
+    assert!(e.contains("services/a/src/bad-"), "{e}");
+    assert!(e.contains("not UTF-8"), "{e}");
+    assert!(e.contains("rename it"), "{e}");
+}
+
+#[test]
 fn a_missing_copy_source_names_the_dockerfile_line() {
     let p = project().shared().service("a", &[]).build();
     let df = p.read("services/a/Dockerfile");

@@ -166,7 +166,7 @@ fn patch_files_pnpm_reads_are_inputs_of_every_image() {
         .build();
     let a = tests::analyze(p.root());
     for img in &a.images {
-        let paths: Vec<&str> = img.context.files.iter().map(|f| f.path.as_str()).collect();
+        let paths: Vec<&str> = img.context.files.iter().map(|f| &*f.path).collect();
         assert!(paths.contains(&"patches/ms@2.1.3.patch"), "{paths:?}");
         assert!(!paths.contains(&"patches/unrelated.txt"), "{paths:?}");
     }

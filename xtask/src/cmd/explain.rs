@@ -61,7 +61,7 @@ impl Args {
                 .files
                 .iter()
                 .map(|f| Input {
-                    path: f.path.clone(),
+                    path: f.path.to_string(),
                     digest: f.digest.to_hex(),
                     mode: format!("{:o}", f.mode),
                     size: f.size,

@@ -20,11 +20,12 @@ impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
         let opts = output::options(global)?;
         let ws = engine::workspace::Workspace::discover(&opts.root)?;
-        let listing = engine::context::list(&ws, &(0..ws.services.len()).collect::<Vec<_>>())?;
-        let mut dockerfiles = vec![None; ws.services.len()];
-        for s in &listing.services {
-            dockerfiles[s.service] = Some(s.dockerfile.as_ref());
-        }
+        let all: Vec<usize> = (0..ws.services.len()).collect();
+        let loaded = engine::context::load_dockerfiles(&ws, &all)?;
+        let dockerfiles: Vec<_> = all
+            .iter()
+            .map(|s| loaded.get(s).map(|d| d.as_ref()))
+            .collect();
         let graph = engine::graph::Graph::build(&ws, &dockerfiles)?;
         let format = if global.json {
             Format::Json

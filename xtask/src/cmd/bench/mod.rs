@@ -289,14 +289,24 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
     // Exactly the files the engine considers: the floors run over these.
     let ws = engine::workspace::Workspace::discover(&repo)?;
     let all: Vec<usize> = (0..ws.services.len()).collect();
-    let listing = engine::context::list(&ws, &all)?;
+    let dockerfiles = engine::context::load_dockerfiles(&ws, &all)?;
+    let no_cache = engine::hash::StatCache::new();
+    let listing = engine::context::list(
+        &ws,
+        &all,
+        &dockerfiles,
+        engine::context::HashWith {
+            cache: &no_cache,
+            parallel: true,
+        },
+    )?;
     let files = FileSet {
-        paths: listing.files.keys().map(|p| repo.join(p)).collect(),
-        symlink: listing.files.values().map(|s| s.is_symlink()).collect(),
+        paths: listing.files.iter().map(|f| repo.join(&*f.path)).collect(),
+        symlink: listing.files.iter().map(|f| f.stat.is_symlink()).collect(),
     };
     let context_files = files.paths.len();
-    let context_bytes: u64 = listing.files.values().map(|s| s.size).sum();
-    let context_entries: usize = listing.services.iter().map(|s| s.paths.len()).sum();
+    let context_bytes: u64 = listing.files.iter().map(|f| f.stat.size).sum();
+    let context_entries: usize = listing.services.iter().map(|s| s.files.len()).sum();
     let services = ws.services.len();
     drop(listing);
     drop(ws);
