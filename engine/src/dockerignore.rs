@@ -45,6 +45,9 @@ struct Pattern {
     /// `!`: a match re-includes the path.
     exception: bool,
     kind: Kind,
+    /// The literal characters the pattern ends with: every path a regular expression matches ends
+    /// with them, so a path that does not is rejected without running it (`**/*.md`: `.md`).
+    literal_end: String,
 }
 
 /// How a pattern is matched, as Docker decides it (`matchType`).
@@ -138,6 +141,7 @@ impl DockerIgnore {
                 ))
             })?;
             patterns.push(Pattern {
+                literal_end: literal_end(&text),
                 text,
                 exception,
                 kind,
@@ -383,6 +387,7 @@ impl Pattern {
                 path.ends_with(suffix.as_str())
                     || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
             }
+            Kind::Regex(..) if !path.ends_with(self.literal_end.as_str()) => false,
             Kind::Regex(_, Some(fast)) => fast.is_match(path),
             Kind::Regex(program, None) => program.is_match(path),
         }
@@ -604,6 +609,22 @@ fn docker_regex(pattern: &str) -> (MatchType, String) {
     }
     re.push('$');
     (ty, re)
+}
+
+/// The characters at the end of a pattern that Docker's translation keeps literal: the longest
+/// tail free of `*`, `?`, `[`, `]` and `^` (an assertion in Go's syntax, left unescaped). Any
+/// match of the expression ends with them (it is anchored by `$`). None for a pattern with a `\\`
+/// (Go reads `\\d`, `\\x41` or `\\Q...\\E` as more than the characters written).
+fn literal_end(pattern: &str) -> String {
+    if pattern.contains('\\') {
+        return String::new();
+    }
+    let tail: Vec<char> = pattern
+        .chars()
+        .rev()
+        .take_while(|c| !matches!(c, '*' | '?' | '[' | ']' | '^'))
+        .collect();
+    tail.into_iter().rev().collect()
 }
 
 /// The `regex` crate's compilation of `re`, where it means what Go means. Perl classes (`\d`,
@@ -1309,6 +1330,7 @@ mod tests {
         check_glob_syntax(&text).expect("should succeed");
         let kind = compile(&text).expect("should succeed");
         Pattern {
+            literal_end: literal_end(&text),
             text,
             exception: false,
             kind,
@@ -1925,6 +1947,24 @@ mod tests {
             if let Some(fast) = fast_regex(&re) {
                 prop_assert_eq!(fast.is_match(&path), program.is_match(&path), "pattern {:?} regex {:?} path {:?}", pat, re, path);
             }
+        }
+
+        /// The literal-ending prefilter never changes an answer: a pattern matches exactly what
+        /// its expression (run by the Pike VM, Go's semantics) matches.
+        #[test]
+        fn prefiltered_matching_agrees_with_the_pike_vm(
+            pat in "(\\*\\*/)?[a-d*?./\\[\\]\\\\^$\n\u{7}-]{0,6}(\\.md|/x|c)?",
+            path in "[a-d./^$\n\u{7}-]{0,8}(\\.md|/x|c)?",
+        ) {
+            let text = go_clean(&pat);
+            let (ty, re) = docker_regex(&text);
+            if !matches!(ty, MatchType::Regex) {
+                return Ok(());
+            }
+            let Ok(program) = Program::compile(&re) else { return Ok(()); };
+            let Ok(kind) = compile(&text) else { return Ok(()); };
+            let p = Pattern { literal_end: literal_end(&text), text: text.clone(), exception: false, kind };
+            prop_assert_eq!(p.matches(&path), program.is_match(&path), "pattern {:?} regex {:?} path {:?} end {:?}", text, re, path, p.literal_end);
         }
 
         /// A pattern of literal segments excludes exactly that path and everything below it.
