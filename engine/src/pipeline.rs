@@ -184,26 +184,39 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
 
     let t = Instant::now();
     let hash_stats = listing.stats;
-    if opts.stat_cache && hash_stats.hashed > 0 {
-        let saved = if opts.services.is_empty() {
-            // Every context was listed: the cache becomes exactly the listing (so it does not
-            // grow without bound).
-            StatCache::write(
-                &stat_path,
-                listing.files.iter().map(|f| (&*f.path, &f.stat, &f.digest)),
-            )
-        } else {
-            let mut c = stat_cache;
-            for f in listing.files.iter().filter(|f| f.hashed) {
-                c.insert(f.path.to_string(), f.stat, f.digest);
+    let save = opts.stat_cache && hash_stats.hashed > 0;
+    let all_services = opts.services.is_empty();
+    let contexts = std::thread::scope(|scope| {
+        // The stat cache is written while the contexts are assembled.
+        let listed = &listing;
+        let saver = save.then(|| {
+            scope.spawn(move || {
+                if all_services {
+                    // Every context was listed: the cache becomes exactly the listing (so it
+                    // does not grow without bound).
+                    StatCache::write(
+                        &stat_path,
+                        listed.files.iter().map(|f| (&*f.path, &f.stat, &f.digest)),
+                    )
+                } else {
+                    let mut c = stat_cache;
+                    for f in listed.files.iter().filter(|f| f.hashed) {
+                        c.insert(f.path.to_string(), f.stat, f.digest);
+                    }
+                    c.save(&stat_path)
+                }
+            })
+        });
+        let contexts = context::assemble(listed);
+        if let Some(h) = saver {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warnings.push(format!("could not save the stat cache: {e}")),
+                Err(_) => warnings.push("could not save the stat cache".to_string()),
             }
-            c.save(&stat_path)
-        };
-        if let Err(e) = saved {
-            warnings.push(format!("could not save the stat cache: {e}"));
         }
-    }
-    let contexts = context::assemble(&listing);
+        contexts
+    });
     drop(listing);
     timings.hash = t.elapsed();
 
