@@ -479,12 +479,18 @@ fn walk(
     let fd = open_dir(rustix::fs::CWD, &abs).map_err(|e| Error::io("read directory", &abs, e))?;
     let mut chunks = Vec::new();
     w.dir(fd, dir.to_string(), ignore.dir_state(dir), &mut chunks)?;
+    // The chunks come in path order (see `Walker::dir`): no sort of the whole walk.
     let mut out: Vec<Found> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
     for c in chunks {
         out.extend(c);
     }
-    out.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    debug_assert!(out.is_sorted_by(|a, b| a.path < b.path));
     Ok(out)
+}
+
+/// Where a file's path sorts against the files below a directory: as against `dir/`.
+fn cmp_with_dir(file: &str, dir: &str) -> std::cmp::Ordering {
+    file.bytes().cmp(dir.bytes().chain(std::iter::once(b'/')))
 }
 
 fn open_dir<Fd: rustix::fd::AsFd, P: rustix::path::Arg>(
@@ -531,8 +537,16 @@ impl Walker<'_> {
         };
         let mut dir =
             rustix::fs::Dir::new(fd).map_err(|e| Error::io("read directory", abs(), e.into()))?;
-        let mut files: Vec<(String, String, FileType)> = Vec::new();
-        let mut subdirs: Vec<(String, String, crate::dockerignore::DirState)> = Vec::new();
+        // Each child's path is built in one buffer after the directory's own `rel/`: a file's
+        // path is allocated once, as the shared string it stays.
+        let mut child = if rel == "." {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        let base = child.len();
+        let mut files: Vec<(Arc<str>, FileType)> = Vec::new();
+        let mut subdirs: Vec<(String, crate::dockerignore::DirState)> = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(|e| Error::io("read directory", abs(), e.into()))?;
             let name = entry.file_name().to_bytes();
@@ -545,11 +559,8 @@ impl Walker<'_> {
                     abs().join(std::ffi::OsStr::from_bytes(name)).display()
                 )));
             };
-            let child = if rel == "." {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
+            child.truncate(base);
+            child.push_str(name);
             let mut ft = entry.file_type();
             if ft == FileType::Unknown {
                 let fd = dir
@@ -567,7 +578,7 @@ impl Walker<'_> {
                 if excluded && !self.ignore.may_reinclude_below(&child) {
                     continue;
                 }
-                subdirs.push((name.to_string(), child, child_state));
+                subdirs.push((child.clone(), child_state));
                 continue;
             }
             if self.ignore.is_excluded_in(&state, &child)
@@ -578,29 +589,50 @@ impl Walker<'_> {
             if !(ft == FileType::RegularFile || ft == FileType::Symlink) {
                 continue; // sockets, fifos and devices are not context files
             }
-            files.push((name.to_string(), child, ft));
+            files.push((Arc::from(child.as_str()), ft));
         }
         let dfd = dir
             .fd()
             .map_err(|e| Error::io("read directory", abs(), e.into()))?;
+        // In path order: a directory's files sort among the others as `name/` does.
+        files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        subdirs.sort_unstable_by(|a, b| {
+            let slash = std::iter::once(b'/');
+            (a.0.bytes().chain(slash.clone())).cmp(b.0.bytes().chain(slash))
+        });
         let mut found = Vec::with_capacity(files.len());
-        for (name, child, ft) in files {
-            found.push(self.file(dfd, &name, child, ft)?);
+        for (path, ft) in files {
+            found.push(self.file(dfd, base, path, ft)?);
         }
-        out.push(found);
-        let sub = |(name, child, st): (String, String, crate::dockerignore::DirState)| {
-            let fd = open_dir(dfd, name.as_str())
+        let sub = |(child, st): (String, crate::dockerignore::DirState)| {
+            let fd = open_dir(dfd, &child[base..])
                 .map_err(|e| Error::io("read directory", self.root.join(&child), e))?;
             let mut chunks = Vec::new();
             self.dir(fd, child, st, &mut chunks)?;
             Ok(chunks)
         };
+        let names: Vec<String> = subdirs.iter().map(|(c, _)| c.clone()).collect();
         let nested: Vec<Vec<Vec<Found>>> = if self.with.parallel && subdirs.len() > 1 {
             subdirs.into_par_iter().map(sub).collect::<Result<_>>()?
         } else {
             subdirs.into_iter().map(sub).collect::<Result<_>>()?
         };
-        out.extend(nested.into_iter().flatten());
+        // Interleave: the files before each subdirectory, then its chunks.
+        let mut files = found.into_iter().peekable();
+        for (name, chunks) in names.iter().zip(nested) {
+            let mut before = Vec::new();
+            while let Some(f) = files.next_if(|f| cmp_with_dir(&f.path, name).is_lt()) {
+                before.push(f);
+            }
+            if !before.is_empty() {
+                out.push(before);
+            }
+            out.extend(chunks);
+        }
+        let rest: Vec<Found> = files.collect();
+        if !rest.is_empty() {
+            out.push(rest);
+        }
         Ok(())
     }
 
@@ -608,13 +640,14 @@ impl Walker<'_> {
     fn file(
         &self,
         dfd: rustix::fd::BorrowedFd<'_>,
-        name: &str,
-        child: String,
+        base: usize,
+        child: Arc<str>,
         ft: rustix::fs::FileType,
     ) -> Result<Found> {
+        let name = &child[base..];
         use rustix::fs::{AtFlags, FileType, Mode, OFlags};
         let io_err = |what: &'static str, e: rustix::io::Errno| {
-            Error::io(what, self.root.join(&child), e.into())
+            Error::io(what, self.root.join(&*child), e.into())
         };
         let cached = self.with.cache.entry(&child);
         if ft == FileType::Symlink {
@@ -633,7 +666,7 @@ impl Walker<'_> {
                 }
             };
             return Ok(Found {
-                path: Arc::from(child),
+                path: child,
                 stat,
                 digest,
                 read,
@@ -647,7 +680,7 @@ impl Walker<'_> {
             let stat = stat_of(&st);
             if let Some(digest) = self.with.cache.trust(c, &stat) {
                 return Ok(Found {
-                    path: Arc::from(child),
+                    path: child,
                     stat,
                     digest,
                     read: None,
@@ -668,9 +701,9 @@ impl Walker<'_> {
         };
         let mut file = std::fs::File::from(fd);
         let (digest, n) = hash::hash_reader(&mut file, stat.size)
-            .map_err(|e| Error::io("read", self.root.join(&child), e))?;
+            .map_err(|e| Error::io("read", self.root.join(&*child), e))?;
         Ok(Found {
-            path: Arc::from(child),
+            path: child,
             stat,
             digest,
             read: Some(n),
@@ -784,4 +817,64 @@ pub fn context_digest(files: &[ContextFile]) -> ContextDigest {
         buf.extend_from_slice(f.digest.as_bytes());
     }
     ContextDigest::of_bytes(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A walk comes out in byte order of whole paths, where `a.b/…` sorts before `a/…` and `a/…`
+    /// before `a0`: the same order as sorting the paths, in parallel or not.
+    #[test]
+    fn walks_come_out_in_path_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let files = [
+            "a/x", "a/y/z", "a.b/c", "a-c", "a0", "a/", "ab", "a.b.c", "b/a", "b.", "b-/q", "B",
+            "_", " s/t",
+        ];
+        for f in files {
+            let f = f.trim_end_matches('/');
+            let p = root.join("pkg").join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            if !p.exists() {
+                std::fs::write(&p, f).expect("write");
+            }
+        }
+        let mut want: Vec<String> = Vec::new();
+        let mut stack = vec![root.join("pkg")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let e = e.expect("entry");
+                if e.file_type().expect("type").is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e
+                        .path()
+                        .strip_prefix(root)
+                        .expect("rel")
+                        .to_string_lossy()
+                        .into_owned();
+                    want.push(rel);
+                }
+            }
+        }
+        want.sort();
+        let cache = StatCache::new();
+        for parallel in [true, false] {
+            let got = walk(
+                root,
+                "pkg",
+                &DockerIgnore::empty(),
+                &HashSet::new(),
+                HashWith {
+                    cache: &cache,
+                    parallel,
+                },
+            )
+            .expect("walk");
+            let got: Vec<String> = got.iter().map(|f| f.path.to_string()).collect();
+            assert_eq!(got, want, "parallel: {parallel}");
+        }
+    }
 }
