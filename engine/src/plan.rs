@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::digest::ImageKey;
-use crate::key::InputManifest;
+use rayon::prelude::*;
+
+use crate::digest::{FileDigest, ImageKey};
+use crate::key::{InputManifest, KeyManifest};
 use crate::pipeline::Analysis;
 use crate::Result;
 
@@ -154,6 +156,7 @@ pub fn plan(
 ) -> Result<Vec<ImagePlan>> {
     let ws = &analysis.ws;
     let mut plans: Vec<ImagePlan> = Vec::new();
+    let mut diffs: Vec<usize> = Vec::new();
     for img in &analysis.images {
         let svc = &ws.services[img.service];
         let key_hex = img.key.to_hex();
@@ -172,10 +175,11 @@ pub fn plan(
         if force {
             reasons.insert(0, Reason::Forced);
         }
+        // Without a record, the image is built; why is told by the diff below (`NeverBuilt`
+        // stands in until then).
         if record.is_none() {
-            reasons.extend(diff_against_last(analysis, store, img)?);
+            reasons.push(Reason::NeverBuilt);
         }
-        // An image built FROM one that is rebuilt is rebuilt too (its key changes with it).
         let action = if reasons.is_empty() {
             Action::Cached
         } else {
@@ -194,6 +198,20 @@ pub fn plan(
                 None
             },
         });
+        if record.is_none() {
+            diffs.push(plans.len() - 1);
+        }
+    }
+    // What changed since each service's last build: in parallel (each reads and parses a
+    // recorded manifest of every file of the context).
+    let found: Vec<Vec<Reason>> = diffs
+        .par_iter()
+        .map(|&i| diff_against_last(analysis, store, &analysis.images[i]))
+        .collect::<Result<_>>()?;
+    for (i, why) in diffs.into_iter().zip(found) {
+        let reasons = &mut plans[i].reasons;
+        reasons.retain(|r| *r != Reason::NeverBuilt);
+        reasons.extend(why);
     }
     Ok(plans)
 }
@@ -216,14 +234,32 @@ fn diff_against_last(
     let Some(prev) = previous else {
         return Ok(vec![Reason::PreviousUnknown { key: last.key }]);
     };
-    let current = img.input_manifest(ws);
-    Ok(diff(&prev, &current))
+    let files = img
+        .context
+        .files
+        .iter()
+        .map(|f| (&*f.path, f.mode, f.digest));
+    Ok(diff_parts(&prev, &img.manifest, img.key, files))
 }
 
 /// The differences between two input manifests, as reasons.
 pub fn diff(old: &InputManifest, new: &InputManifest) -> Vec<Reason> {
+    let files = new
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.mode, f.digest));
+    diff_parts(old, &new.manifest, new.key, files)
+}
+
+/// [`diff`] against a new manifest given in parts: its key manifest, key, and files.
+fn diff_parts<'a>(
+    old: &InputManifest,
+    nm: &KeyManifest,
+    new_key: ImageKey,
+    new_files: impl Iterator<Item = (&'a str, u32, FileDigest)>,
+) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    let (om, nm) = (&old.manifest, &new.manifest);
+    let om = &old.manifest;
     if om.format != nm.format {
         reasons.push(Reason::KeyFormatChanged {
             old: om.format,
@@ -235,29 +271,52 @@ pub fn diff(old: &InputManifest, new: &InputManifest) -> Vec<Reason> {
             path: nm.dockerfile.clone(),
         });
     }
-    let old_files: BTreeMap<&str, _> = old.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let new_files: BTreeMap<&str, _> = new.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    // Both sides in path order (contexts are; a manifest from elsewhere is sorted here), then
+    // one merge.
+    let mut old_files: Vec<(&str, u32, FileDigest)> = old
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.mode, f.digest))
+        .collect();
+    let mut new_files: Vec<(&str, u32, FileDigest)> = new_files.collect();
+    for v in [&mut old_files, &mut new_files] {
+        if !v.is_sorted_by(|a, b| a.0 <= b.0) {
+            v.sort_by(|a, b| a.0.cmp(b.0));
+        }
+    }
     let mut added = Vec::new();
+    let mut removed = Vec::new();
     let mut modified = Vec::new();
     let mut mode = Vec::new();
-    for (p, f) in &new_files {
-        match old_files.get(p) {
-            None => added.push(p.to_string()),
-            Some(o) => {
-                if o.digest != f.digest && *p != nm.dockerfile {
-                    modified.push(p.to_string());
+    let (mut i, mut j) = (0, 0);
+    while i < old_files.len() || j < new_files.len() {
+        let order = match (old_files.get(i), new_files.get(j)) {
+            (Some(o), Some(n)) => o.0.cmp(n.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                removed.push(old_files[i].0.to_string());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                added.push(new_files[j].0.to_string());
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (o, n) = (old_files[i], new_files[j]);
+                if o.2 != n.2 && n.0 != nm.dockerfile {
+                    modified.push(n.0.to_string());
                 }
-                if o.mode != f.mode {
-                    mode.push(p.to_string());
+                if o.1 != n.1 {
+                    mode.push(n.0.to_string());
                 }
+                i += 1;
+                j += 1;
             }
         }
     }
-    let removed: Vec<String> = old_files
-        .keys()
-        .filter(|p| !new_files.contains_key(*p))
-        .map(|p| p.to_string())
-        .collect();
     if !added.is_empty() {
         reasons.push(Reason::FilesAdded { paths: added });
     }
@@ -307,7 +366,7 @@ pub fn diff(old: &InputManifest, new: &InputManifest) -> Vec<Reason> {
             reasons.push(Reason::FromImageChanged { service: s.clone() });
         }
     }
-    if reasons.is_empty() && old.key != new.key {
+    if reasons.is_empty() && old.key != new_key {
         // Same inputs by every measure above, yet another key: the context encoding changed.
         reasons.push(Reason::KeyFormatChanged {
             old: om.format,
