@@ -289,3 +289,68 @@ pub static DOCKER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn docker_lock() -> std::sync::MutexGuard<'static, ()> {
     DOCKER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A `docker` command: the client named by `DOCKER` (default `docker`), with BuildKit on unless
+/// `DOCKER_BUILDKIT` is set.
+pub fn docker() -> Command {
+    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
+    let mut c = Command::new(client);
+    if std::env::var("DOCKER_BUILDKIT").is_err() {
+        c.env("DOCKER_BUILDKIT", "1");
+    }
+    c
+}
+
+/// Runs `docker ARGS` and returns its output, whatever its status.
+pub fn docker_out(args: &[&str]) -> Output {
+    docker().args(args).output().expect("failed to run docker")
+}
+
+/// Runs `docker ARGS`, panicking with its stderr when it fails; returns its trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker_out(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The local images (`repository:tag`) whose name starts with `prefix`, or, with `qualified`,
+/// has it after a registry (`host:port/<prefix>…`); `None` if Docker could not be run.
+fn images_with_prefix(prefix: &str, qualified: bool) -> Option<Vec<String>> {
+    let list = docker()
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .output()
+        .ok()?;
+    let in_registry = format!("/{prefix}");
+    Some(
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| l.starts_with(prefix) || (qualified && l.contains(&in_registry)))
+            .map(String::from)
+            .collect(),
+    )
+}
+
+/// Removes (`rmi -f`) the local images whose name starts with `prefix`, ignoring any failure:
+/// cleanup for a fixture's `Drop`.
+pub fn remove_images(prefix: &str) {
+    if let Some(tags) = images_with_prefix(prefix, false) {
+        if !tags.is_empty() {
+            let _ = docker().args(["rmi", "-f"]).args(&tags).output();
+        }
+    }
+}
+
+/// Removes (`rmi -f`) the local images named with `prefix`, pushed ones (`host:port/<prefix>…`)
+/// included, panicking if Docker cannot be run or `rmi` fails.
+pub fn remove_images_ok(prefix: &str) {
+    let tags = images_with_prefix(prefix, true).expect("failed to run docker");
+    if !tags.is_empty() {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(tags.iter().map(String::as_str));
+        docker_ok(&args);
+    }
+}

@@ -6,30 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tests::{copy_example, xtask, Fixture};
-
-fn docker() -> Command {
-    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
-    let mut c = Command::new(client);
-    if std::env::var("DOCKER_BUILDKIT").is_err() {
-        c.env("DOCKER_BUILDKIT", "1");
-    }
-    c
-}
-
-fn docker_out(args: &[&str]) -> Output {
-    docker().args(args).output().expect("failed to run docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker_out(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use tests::{copy_example, docker_ok, docker_out, remove_images, remove_images_ok, xtask, Fixture};
 
 /// A copy of the example whose images get a prefix of their own; they are removed on drop.
 struct Example {
@@ -78,17 +55,7 @@ impl Example {
 
 impl Drop for Example {
     fn drop(&mut self) {
-        let list = docker_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|l| l.starts_with(&self.prefix))
-            .map(String::from)
-            .collect();
-        if !tags.is_empty() {
-            let mut args = vec!["rmi", "-f"];
-            args.extend(tags.iter().map(String::as_str));
-            let _ = docker_out(&args);
-        }
+        remove_images(&self.prefix);
     }
 }
 
@@ -405,20 +372,6 @@ fn registry_addr() -> String {
     std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_string())
 }
 
-fn remove_images(prefix: &str) {
-    let list = docker_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter(|l| l.starts_with(prefix) || l.contains(&format!("/{prefix}")))
-        .map(String::from)
-        .collect();
-    if !tags.is_empty() {
-        let mut args = vec!["rmi", "-f"];
-        args.extend(tags.iter().map(String::as_str));
-        docker_ok(&args);
-    }
-}
-
 fn manifest_digest(registry: &str, repo: &str, tag: &str) -> Option<String> {
     let r = cache::registry::Registry::parse(registry).expect("registry");
     r.head_manifest(repo, tag).expect("HEAD manifest")
@@ -462,7 +415,7 @@ fn a_registry_shares_the_cache_between_machines() {
     };
 
     // Machine B: a fresh cache directory and no image in the engine: everything is pulled.
-    remove_images(&ex.prefix);
+    remove_images_ok(&ex.prefix);
     let b_cache = ex.fx.path("cache-b");
     let (out, json) = ex.images(&[
         "--cache-dir",
@@ -494,7 +447,7 @@ fn a_registry_shares_the_cache_between_machines() {
 
     // Publishing a release tag of keys the registry holds copies manifests: nothing is pulled
     // or pushed (machine C has no image at all, and still publishes).
-    remove_images(&ex.prefix);
+    remove_images_ok(&ex.prefix);
     let c_cache = ex.fx.path("cache-c");
     let (out, json) = ex.images(&[
         "--cache-dir",

@@ -5,17 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use tests::{copy_example, copy_tree, repo_root, xtask, Fixture};
-
-fn docker_out(args: &[&str]) -> Output {
-    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
-    Command::new(client)
-        .args(args)
-        .output()
-        .expect("failed to run docker")
-}
+use tests::{copy_example, copy_tree, docker_out, remove_images, repo_root, xtask, Fixture};
 
 /// A monorepo whose images get a prefix of their own; they are removed on drop.
 struct Repo {
@@ -85,17 +76,7 @@ impl Repo {
 
 impl Drop for Repo {
     fn drop(&mut self) {
-        let list = docker_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .filter(|l| l.starts_with(&self.prefix))
-            .map(String::from)
-            .collect();
-        if !tags.is_empty() {
-            let mut args = vec!["rmi", "-f"];
-            args.extend(tags.iter().map(String::as_str));
-            let _ = docker_out(&args);
-        }
+        remove_images(&self.prefix);
     }
 }
 

@@ -10,28 +10,9 @@ use std::time::{Duration, Instant};
 
 use engine::execute::KEY_LABEL;
 use engine::watch::{BuildResult, Event, Watcher};
-use tests::{project, Fixture};
+use tests::{docker, docker_ok, docker_out, project, remove_images, Fixture};
 
 use super::{describe, spawn, started};
-
-fn docker() -> Command {
-    let client = std::env::var("DOCKER").unwrap_or_else(|_| "docker".into());
-    let mut c = Command::new(client);
-    if std::env::var("DOCKER_BUILDKIT").is_err() {
-        c.env("DOCKER_BUILDKIT", "1");
-    }
-    c
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker().args(args).output().expect("failed to run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A small fixture whose images get a prefix of their own, removed on drop (with any compose
 /// containers).
@@ -42,10 +23,7 @@ struct DockerFixture {
 
 impl DockerFixture {
     fn new(tag: &str, extra_step: &str) -> DockerFixture {
-        let out = docker()
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output()
-            .expect("failed to run docker");
+        let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
         assert!(
             out.status.success(),
             "these tests need a Docker engine (run them with scripts/test.sh): {}",
@@ -114,19 +92,7 @@ impl Drop for DockerFixture {
                 let _ = docker().args(["network", "rm"]).args(&ids).output();
             }
         }
-        let list = docker()
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .output();
-        if let Ok(list) = list {
-            let tags: Vec<String> = String::from_utf8_lossy(&list.stdout)
-                .lines()
-                .filter(|l| l.starts_with(&self.prefix))
-                .map(String::from)
-                .collect();
-            if !tags.is_empty() {
-                let _ = docker().args(["rmi", "-f"]).args(&tags).output();
-            }
-        }
+        remove_images(&self.prefix);
     }
 }
 
