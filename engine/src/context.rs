@@ -476,7 +476,16 @@ fn walk(
     } else {
         root.join(dir)
     };
-    let fd = open_dir(rustix::fs::CWD, &abs).map_err(|e| Error::io("read directory", &abs, e))?;
+    // The walk's own directory is opened as `read_dir` would (through a symlink, as a root given
+    // through one); directories found in the walk are opened without following (they were
+    // directories when listed).
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        &abs,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::io("read directory", &abs, e.into()))?;
     let mut chunks = Vec::new();
     w.dir(fd, dir.to_string(), ignore.dir_state(dir), &mut chunks)?;
     // The chunks come in path order (see `Walker::dir`): no sort of the whole walk.
@@ -861,7 +870,26 @@ mod tests {
         }
         want.sort();
         let cache = StatCache::new();
-        for parallel in [true, false] {
+        // Also through a symlink to the root (a root given as such a path), and the root's own
+        // files through it.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let link = elsewhere.path().join("link");
+        std::os::unix::fs::symlink(root, &link).expect("symlink");
+        std::fs::write(root.join("top.txt"), "top").expect("write");
+        let top = walk(
+            &link,
+            ".",
+            &DockerIgnore::empty(),
+            &HashSet::new(),
+            HashWith {
+                cache: &cache,
+                parallel: true,
+            },
+        )
+        .expect("walk the root through a symlink");
+        let top: Vec<&str> = top.iter().map(|f| &*f.path).collect();
+        assert_eq!(top, ["top.txt"]);
+        for (root, parallel) in [(root, true), (root, false), (link.as_path(), true)] {
             let got = walk(
                 root,
                 "pkg",
