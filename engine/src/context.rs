@@ -23,6 +23,7 @@ use crate::digest::{ContextDigest, FileDigest};
 use crate::dockerfile::Dockerfile;
 use crate::dockerignore::DockerIgnore;
 use crate::hash::{self, FileStat, HashStats, StatCache};
+use crate::prunecache::PruneCache;
 use crate::workspace::{join_rel, Workspace, LOCKFILE};
 use crate::{Error, Result};
 
@@ -83,6 +84,10 @@ pub struct Listing {
     pub services: Vec<ServiceListing>,
     /// Files listed, read and hashed (each distinct file counted once).
     pub stats: HashStats,
+    /// Every pruned lockfile of this listing by its prune key, and how many were pruned now (not
+    /// found in [`HashWith::pruned`]).
+    pub prunings: Vec<([u8; 32], Arc<Vec<u8>>)>,
+    pub pruned_now: usize,
 }
 
 #[derive(Debug)]
@@ -103,11 +108,13 @@ impl Listing {
     }
 }
 
-/// How a listing answers digests.
+/// How a listing answers digests (and pruned lockfiles).
 #[derive(Debug, Clone, Copy)]
 pub struct HashWith<'a> {
     /// Digests of unchanged files.
     pub cache: &'a StatCache,
+    /// Lockfiles pruned by earlier runs.
+    pub pruned: &'a PruneCache,
     /// Walk and hash on every core (the default) or on one thread.
     pub parallel: bool,
 }
@@ -384,13 +391,23 @@ pub fn list(
         for (s, _, _) in &plans {
             pruned.entry(importers_of(*s)).or_insert(None);
         }
-        let sets: Vec<&BTreeSet<String>> = pruned.keys().collect();
-        let made: Vec<Arc<Vec<u8>>> = sets
+        // Found in the cache, or pruned now (in parallel).
+        let sets: Vec<(&BTreeSet<String>, [u8; 32])> = pruned
+            .keys()
+            .map(|set| (set, lock.prune_key(set)))
+            .collect();
+        let made: Vec<(Arc<Vec<u8>>, bool)> = sets
             .par_iter()
-            .map(|set| lock.prune(set).map(|t| Arc::new(t.into_bytes())))
+            .map(|(set, key)| match with.pruned.get(key) {
+                Some(bytes) => Ok((bytes, false)),
+                None => lock.prune(set).map(|t| (Arc::new(t.into_bytes()), true)),
+            })
             .collect::<Result<_>>()?;
-        let sets: Vec<BTreeSet<String>> = sets.into_iter().cloned().collect();
-        for (set, bytes) in sets.into_iter().zip(made) {
+        let sets: Vec<(BTreeSet<String>, [u8; 32])> =
+            sets.into_iter().map(|(s, k)| (s.clone(), k)).collect();
+        for ((set, key), (bytes, now)) in sets.into_iter().zip(made) {
+            listing.pruned_now += usize::from(now);
+            listing.prunings.push((key, bytes.clone()));
             pruned.insert(set, Some(bytes));
         }
     }
@@ -883,6 +900,7 @@ mod tests {
             &HashSet::new(),
             HashWith {
                 cache: &cache,
+                pruned: &PruneCache::new(),
                 parallel: true,
             },
         )
@@ -897,6 +915,7 @@ mod tests {
                 &HashSet::new(),
                 HashWith {
                     cache: &cache,
+                    pruned: &PruneCache::new(),
                     parallel,
                 },
             )

@@ -11,6 +11,7 @@
 //! - [`context`] (inputs): the build context of each service, decided by the engine.
 //! - [`digest`]: typed blake3 digests, so a file digest is never passed where a key is meant.
 //! - [`hash`]: parallel hashing of files with a persisted, racy-aware stat cache.
+//! - [`prunecache`]: pruned lockfiles kept between runs, keyed by what a pruning depends on.
 //! - [`key`]: the canonical, versioned manifest of every input of an image and its key.
 //! - [`graph`]: the DAG of packages and images.
 //! - [`pipeline`]: runs the steps above for a driver and computes the keys in DAG order.
@@ -41,6 +42,7 @@ pub mod key;
 pub mod lockfile;
 pub mod pipeline;
 pub mod plan;
+pub mod prunecache;
 pub mod remote;
 pub mod verify;
 pub mod watch;

@@ -105,6 +105,8 @@ pub struct Lockfile {
     nodes: HashMap<String, Vec<Dep>>,
     /// Whether the root importer's dependencies are top-level keys (a lockfile without `importers`).
     root_inline: bool,
+    /// The blake3 of the file's text: with the importers, what a pruning depends on.
+    text_digest: [u8; 32],
 }
 
 /// The nodes reached from the kept importers, and how (for the flags pnpm derives from that).
@@ -237,7 +239,26 @@ impl Lockfile {
             importers,
             nodes,
             root_inline,
+            text_digest: *blake3::hash(text.as_bytes()).as_bytes(),
         })
+    }
+
+    /// What [`Lockfile::prune`]'s output for `importers` is a function of: this file's text, the
+    /// importers, and the code that prunes (this source file, so that any change to it makes new
+    /// keys; a stored pruning can never outlive the code that made it).
+    pub fn prune_key(&self, importers: &BTreeSet<String>) -> [u8; 32] {
+        static CODE: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let code =
+            CODE.get_or_init(|| *blake3::hash(include_str!("lockfile.rs").as_bytes()).as_bytes());
+        let mut h = blake3::Hasher::new();
+        h.update(b"kc-prune-v1\0");
+        h.update(code);
+        h.update(&self.text_digest);
+        for i in importers {
+            h.update(&(i.len() as u64).to_le_bytes());
+            h.update(i.as_bytes());
+        }
+        *h.finalize().as_bytes()
     }
 
     /// The `lockfileVersion` as written ("6.0", "9.0", ...).

@@ -10,6 +10,7 @@ use crate::digest::{FileDigest, ImageKey};
 use crate::graph::Graph;
 use crate::hash::{HashStats, StatCache};
 use crate::key::{BaseImage, InputManifest, KeyManifest, KEY_FORMAT_VERSION};
+use crate::prunecache::{PruneCache, PRUNE_CACHE_FILE};
 use crate::workspace::Workspace;
 use crate::Result;
 
@@ -30,7 +31,7 @@ pub struct Options {
     pub build_args: BTreeMap<String, String>,
     /// Hash in parallel (the default) or on one thread.
     pub parallel: bool,
-    /// Read and write the stat cache (the default).
+    /// Read and write the analysis caches (the default): the stat cache and the pruned lockfiles.
     pub stat_cache: bool,
 }
 
@@ -113,9 +114,10 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     // The stat cache loads while the workspace's Dockerfiles are read.
     let cache_dir = opts.cache_dir();
     let stat_path = cache_dir.join(STAT_CACHE_FILE);
+    let prune_path = cache_dir.join(PRUNE_CACHE_FILE);
     let loading = opts.stat_cache.then(|| {
-        let p = stat_path.clone();
-        std::thread::spawn(move || StatCache::load(&p))
+        let (p, q) = (stat_path.clone(), prune_path.clone());
+        std::thread::spawn(move || (StatCache::load(&p), PruneCache::load(&q)))
     });
 
     // Selection: the named services and, transitively, the images they build FROM.
@@ -156,18 +158,22 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             .collect();
         dockerfiles.extend(context::load_dockerfiles(&ws, &missing)?);
     };
-    let stat_cache = match loading {
+    let (stat_cache, prune_cache) = match loading {
         Some(h) => {
-            let (c, warn) = h.join().unwrap_or_else(|_| {
+            let ((c, warn), (p, warn2)) = h.join().unwrap_or_else(|_| {
                 (
-                    StatCache::new(),
-                    Some("could not load the stat cache".into()),
+                    (
+                        StatCache::new(),
+                        Some("could not load the stat cache".into()),
+                    ),
+                    (PruneCache::new(), None),
                 )
             });
             warnings.extend(warn);
-            c
+            warnings.extend(warn2);
+            (c, p)
         }
-        None => StatCache::new(),
+        None => (StatCache::new(), PruneCache::new()),
     };
 
     // List and hash every file once (in parallel), answering from the stat cache where it can.
@@ -177,6 +183,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
         &dockerfiles,
         context::HashWith {
             cache: &stat_cache,
+            pruned: &prune_cache,
             parallel: opts.parallel,
         },
     )?;
@@ -185,10 +192,28 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     let t = Instant::now();
     let hash_stats = listing.stats;
     let save = opts.stat_cache && hash_stats.hashed > 0;
+    let save_prunings = opts.stat_cache && listing.pruned_now > 0;
     let all_services = opts.services.is_empty();
     let contexts = std::thread::scope(|scope| {
-        // The stat cache is written while the contexts are assembled.
+        // The caches are written while the contexts are assembled.
         let listed = &listing;
+        let prune_saver = save_prunings.then(|| {
+            scope.spawn(move || {
+                if all_services {
+                    // Exactly this listing's prunings: the cache does not grow without bound.
+                    PruneCache::write(
+                        &prune_path,
+                        listed.prunings.iter().map(|(k, b)| (k, b.as_slice())),
+                    )
+                } else {
+                    let mut c = prune_cache;
+                    for (k, b) in &listed.prunings {
+                        c.insert(*k, b.clone());
+                    }
+                    c.save(&prune_path)
+                }
+            })
+        });
         let saver = save.then(|| {
             scope.spawn(move || {
                 if all_services {
@@ -208,11 +233,14 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             })
         });
         let contexts = context::assemble(listed);
-        if let Some(h) = saver {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warnings.push(format!("could not save the stat cache: {e}")),
-                Err(_) => warnings.push("could not save the stat cache".to_string()),
+        for (h, what) in [
+            (saver, "the stat cache"),
+            (prune_saver, "the pruned lockfiles"),
+        ] {
+            match h.map(|h| h.join()) {
+                None | Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => warnings.push(format!("could not save {what}: {e}")),
+                Some(Err(_)) => warnings.push(format!("could not save {what}")),
             }
         }
         contexts

@@ -179,3 +179,67 @@ fn patch_files_pnpm_reads_are_inputs_of_every_image() {
     assert_ne!(after["a"], base["a"]);
     assert_ne!(after["b"], base["b"]);
 }
+
+/// Pruned lockfiles are kept between runs under a key of what a pruning depends on: a stored
+/// pruning is used for the same lockfile text and importers, and never once the lockfile changes.
+#[test]
+fn a_stored_pruning_is_used_only_for_the_same_lockfile() {
+    use engine::context::Source;
+    let ex = copy_example();
+    let root = ex.root();
+    let lockfile_of = |a: &engine::pipeline::Analysis| -> Vec<(String, Vec<u8>)> {
+        a.images
+            .iter()
+            .map(|i| {
+                let f = i
+                    .context
+                    .files
+                    .iter()
+                    .find(|f| &*f.path == "pnpm-lock.yaml")
+                    .expect("the pruned lockfile is in every context");
+                let Source::Virtual(bytes) = &f.source else {
+                    panic!("the lockfile is the engine's pruning")
+                };
+                (a.ws.services[i.service].name.clone(), bytes.to_vec())
+            })
+            .collect()
+    };
+    let first = tests::analyze(root);
+    let real = lockfile_of(&first);
+    let cache_file = root
+        .join(".images-cache")
+        .join(engine::prunecache::PRUNE_CACHE_FILE);
+    assert!(cache_file.is_file(), "the first plan stores its prunings");
+    assert_eq!(lockfile_of(&tests::analyze(root)), real);
+
+    // Poison every stored pruning under its own key: the next plan uses them (so they are used)...
+    let lock = first
+        .ws
+        .lockfile
+        .as_ref()
+        .expect("the example has a lockfile");
+    let mut poisoned = engine::prunecache::PruneCache::new();
+    for i in &first.images {
+        let importers: std::collections::BTreeSet<String> = first
+            .ws
+            .closure(first.ws.services[i.service].package)
+            .into_iter()
+            .map(|p| first.ws.packages[p].dir.clone())
+            .chain(std::iter::once(".".to_string()))
+            .collect();
+        poisoned.insert(
+            lock.prune_key(&importers),
+            std::sync::Arc::new(b"poisoned\n".to_vec()),
+        );
+    }
+    poisoned.save(&cache_file).expect("save");
+    assert!(lockfile_of(&tests::analyze(root))
+        .iter()
+        .all(|(_, b)| b == b"poisoned\n"));
+
+    // ...and a lockfile with other text (here a comment) makes new keys: pruned again, for real.
+    let lock_path = root.join("pnpm-lock.yaml");
+    let text = std::fs::read_to_string(&lock_path).expect("read");
+    std::fs::write(&lock_path, format!("{text}# a comment\n")).expect("write");
+    assert_eq!(lockfile_of(&tests::analyze(root)), real);
+}

@@ -297,6 +297,7 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
         &dockerfiles,
         engine::context::HashWith {
             cache: &no_cache,
+            pruned: &engine::prunecache::PruneCache::new(),
             parallel: true,
         },
     )?;
@@ -392,6 +393,7 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
     }
     let idx = |raw: &[Raw], id: &str| raw.iter().position(|r| r.id == id).unwrap_or(0);
     let stat_cache = cache.join(engine::pipeline::STAT_CACHE_FILE);
+    let prune_cache = cache.join(engine::prunecache::PRUNE_CACHE_FILE);
     let dirty = dir.join("dirty");
 
     for run in 0..=ctx.runs {
@@ -426,9 +428,12 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
         let o = find.run(warmup, &ctx.scratch)?;
         add("find", o.wall, o.peak_rss_kib, None);
 
-        if stat_cache.exists() {
-            std::fs::remove_file(&stat_cache)
-                .with_context(|| format!("failed to remove `{}`", stat_cache.display()))?;
+        // Cold: no analysis cache (the stat cache, the pruned lockfiles); the records stay.
+        for f in [&stat_cache, &prune_cache] {
+            if f.exists() {
+                std::fs::remove_file(f)
+                    .with_context(|| format!("failed to remove `{}`", f.display()))?;
+            }
         }
         let r = ours::plan(
             &plan,
