@@ -60,6 +60,10 @@ pub struct StatCache {
     base: Vec<u8>,
     /// Offsets of the records in `base`, in path order.
     index: Vec<usize>,
+    /// [`path_hash`] of each record's path -> its position in `index` (built on load, beside
+    /// discovery: a lookup is one hash, not 17 comparisons of long common prefixes). Two paths
+    /// with one hash keep one slot; the other is found by binary search.
+    by_hash: HashMap<u64, u32, std::hash::BuildHasherDefault<PassThrough>>,
     added: HashMap<String, Entry>,
     /// The mtime of the cache file when loaded; entries not older than this are not trusted.
     saved_at_ns: i64,
@@ -103,15 +107,20 @@ impl StatCache {
             );
         }
         match Self::index(&bytes) {
-            Some(index) => (
-                StatCache {
+            Some(index) => {
+                let mut c = StatCache {
                     base: bytes,
                     index,
+                    by_hash: HashMap::default(),
                     added: HashMap::new(),
                     saved_at_ns,
-                },
-                None,
-            ),
+                };
+                c.by_hash.reserve(c.index.len());
+                for (i, &at) in c.index.iter().enumerate() {
+                    c.by_hash.insert(path_hash(c.path_at(at)), i as u32);
+                }
+                (c, None)
+            }
             None => (
                 StatCache::new(),
                 Some(format!(
@@ -177,6 +186,11 @@ impl StatCache {
         if let Some(e) = self.added.get(rel) {
             return Some(*e);
         }
+        let i = *self.by_hash.get(&path_hash(rel.as_bytes()))? as usize;
+        if self.path_at(self.index[i]) == rel.as_bytes() {
+            return Some(self.entry_at(self.index[i]));
+        }
+        // Another path with the same hash holds the slot.
         let i = self
             .index
             .binary_search_by(|&at| self.path_at(at).cmp(rel.as_bytes()))
@@ -299,6 +313,36 @@ impl StatCache {
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty() && self.added.is_empty()
+    }
+}
+
+/// A fast, non-cryptographic hash of a path (FxHash's rotate-xor-multiply over 8-byte words), for
+/// the stat cache's in-memory index only.
+fn path_hash(b: &[u8]) -> u64 {
+    let mut h: u64 = b.len() as u64;
+    for chunk in b.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    h
+}
+
+/// The identity hasher for keys that are already hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -589,6 +633,15 @@ mod tests {
         }
         assert!(again.entry("e").is_none());
         assert!(again.entry("a").is_none());
+        // Every slot of the hash index taken by the first path (as colliding paths would): each
+        // path is still found, by binary search.
+        let mut collided = again;
+        for v in collided.by_hash.values_mut() {
+            *v = 0;
+        }
+        for (path, ino) in [("a/x", 1), ("b", 2), ("c", 3), ("d", 40)] {
+            assert_eq!(collided.entry(path).expect(path).0.stat.ino, ino, "{path}");
+        }
     }
 
     #[test]
