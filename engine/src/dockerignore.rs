@@ -245,27 +245,7 @@ impl DockerIgnore {
     /// Whether `rel`, a direct child of the directory whose state is `parent`, is excluded: as
     /// [`DockerIgnore::check_in`], for a file (no state to keep, nothing allocated).
     pub fn is_excluded_in(&self, parent: &DirState, rel: &str) -> bool {
-        if parent.skipped {
-            return true;
-        }
-        let pm = parent.matched.as_deref();
-        let mut excluded = false;
-        for (i, p) in self.patterns.iter().enumerate() {
-            let mut m = pm.is_some_and(|pm| pm[i]);
-            if !m {
-                if p.exception != excluded {
-                    continue;
-                }
-                m = match pm {
-                    Some(_) => p.matches(rel),
-                    None => p.matches_or_parent(rel),
-                };
-            }
-            if m {
-                excluded = !p.exception;
-            }
-        }
-        excluded
+        parent.skipped || self.scan(rel, parent.matched.as_deref(), |_, _| {})
     }
 
     /// For an excluded directory `rel_dir`: could any path below it be re-included by an exception?
@@ -328,8 +308,20 @@ impl DockerIgnore {
         path: &str,
         parent: Option<&[bool]>,
     ) -> (bool, Vec<bool>) {
-        let mut excluded = false;
         let mut matched = vec![false; self.patterns.len()];
+        let excluded = self.scan(path, parent, |i, m| matched[i] = m);
+        (excluded, matched)
+    }
+
+    /// The patterns in order, as `MatchesUsingParentResults`: whether `path` ends excluded, and
+    /// `record(i, matched)` for each pattern it evaluated (a skipped one stays unmatched).
+    fn scan(
+        &self,
+        path: &str,
+        parent: Option<&[bool]>,
+        mut record: impl FnMut(usize, bool),
+    ) -> bool {
+        let mut excluded = false;
         for (i, p) in self.patterns.iter().enumerate() {
             let mut m = parent.is_some_and(|pm| pm[i]);
             if !m {
@@ -342,12 +334,12 @@ impl DockerIgnore {
                     None => p.matches_or_parent(path),
                 };
             }
-            matched[i] = m;
+            record(i, m);
             if m {
                 excluded = !p.exception;
             }
         }
-        (excluded, matched)
+        excluded
     }
 
     /// fsutil's shortcut for an excluded directory: skipped (never walked) when every exception is

@@ -415,26 +415,12 @@ pub fn hash_path(abs: &Path, stat: &FileStat) -> std::io::Result<(FileDigest, u6
         return Ok((FileDigest::of_bytes(bytes), bytes.len() as u64));
     }
     let mut file = std::fs::File::open(abs)?;
-    with_buffer(|buf| {
-        let mut hasher = blake3::Hasher::new();
-        let mut total = 0u64;
-        loop {
-            let n = match file.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-            total += n as u64;
-        }
-        Ok((FileDigest::from_hash(hasher.finalize()), total))
-    })
+    hash_reader(&mut file, u64::MAX)
 }
 
 /// The digest of an open file of `size` bytes (from its `fstat`): reads exactly that much (a
 /// file that grew since is seen by its next stat; one that shrank ends early), so a small file
-/// costs one `read`.
+/// costs one `read`. `u64::MAX`: to the end.
 pub fn hash_reader(file: &mut impl Read, size: u64) -> std::io::Result<(FileDigest, u64)> {
     with_buffer(|buf| {
         let mut hasher = blake3::Hasher::new();
