@@ -348,23 +348,44 @@ fn parse_challenge(s: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The base64 `user:password` for `host` from `$DOCKER_CONFIG/config.json` (or
-/// `~/.docker/config.json`), if it holds one in `auths` (credential helpers are not consulted).
+/// The base64 `user:password` for `host`, found as the docker CLI finds it in
+/// `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`).
 fn docker_credentials(host: &str) -> Option<String> {
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    credentials_in(&dir, host, &path)
+}
+
+/// [`docker_credentials`] with the config directory and the `PATH` that helpers are found on
+/// given: the helper named for the host in `credHelpers`, else the `credsStore` helper
+/// (`docker-credential-<name> get`, the host on its stdin; Docker Desktop's default `desktop`,
+/// `osxkeychain`, `pass`, `ecr-login`...), else the host's entry in `auths`.
+fn credentials_in(dir: &std::path::Path, host: &str, path: &std::ffi::OsStr) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths = v["auths"].as_object()?;
-    for (k, entry) in auths {
-        let key = k
-            .trim_start_matches("https://")
+    let same_host = |k: &str| {
+        k.trim_start_matches("https://")
             .trim_start_matches("http://")
             .split('/')
             .next()
-            .unwrap_or("");
-        if key == host {
+            == Some(host)
+    };
+    let helper = v["credHelpers"]
+        .as_object()
+        .and_then(|h| h.iter().find(|(k, _)| same_host(k)))
+        .and_then(|(_, name)| name.as_str())
+        .or_else(|| v["credsStore"].as_str())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = helper {
+        if let Some(basic) = from_helper(name, host, path) {
+            return Some(basic);
+        }
+    }
+    let auths = v["auths"].as_object()?;
+    for (k, entry) in auths {
+        if same_host(k) {
             if let Some(a) = entry["auth"].as_str() {
                 return Some(a.to_string());
             }
@@ -374,6 +395,35 @@ fn docker_credentials(host: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Runs `docker-credential-<name> get` (found on `path`) for `host`: its `Username` and `Secret`
+/// as basic credentials. `None` when the helper is missing, fails (no credentials for the host)
+/// or answers with an identity token (`<token>`), which basic authentication cannot use.
+fn from_helper(name: &str, host: &str, path: &std::ffi::OsStr) -> Option<String> {
+    use std::io::Write;
+    let program = format!("docker-credential-{name}");
+    let exe = std::env::split_paths(path)
+        .map(|d| d.join(&program))
+        .find(|p| p.is_file())?;
+    let mut child = std::process::Command::new(exe)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let (user, secret) = (v["Username"].as_str()?, v["Secret"].as_str()?);
+    if user == "<token>" || secret.is_empty() {
+        return None;
+    }
+    Some(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
 }
 
 #[cfg(test)]
@@ -396,6 +446,55 @@ mod tests {
         assert!(Registry::parse("").is_err());
         assert!(Registry::parse("host/UPPER").is_err());
         assert!(Registry::parse("ho st/x").is_err());
+    }
+
+    /// A credential helper is a program on `PATH`: this one answers for one host only, as real
+    /// helpers do (an error for a host they hold nothing for).
+    #[test]
+    fn credentials_come_from_helpers_then_auths() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for (name, user) in [("kcstore", "store-user"), ("kchelper", "helper-user")] {
+            let script = bin.join(format!("docker-credential-{name}"));
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread host\n\
+                     [ \"$host\" = 127.0.0.1:5999 ] || {{ echo 'credentials not found' >&2; exit 1; }}\n\
+                     printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"s3cret\"}}' \"$host\"\n"
+                ),
+            )
+            .expect("write");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let path = bin.as_os_str();
+        let config = |json: &str| {
+            std::fs::write(dir.path().join("config.json"), json).expect("write");
+        };
+        // credsStore (Docker Desktop's shape: empty `auths` entries).
+        config(r#"{"auths":{"127.0.0.1:5999":{}},"credsStore":"kcstore"}"#);
+        assert_eq!(
+            credentials_in(dir.path(), "127.0.0.1:5999", path),
+            Some(b64("store-user:s3cret"))
+        );
+        // A host the store holds nothing for, and no `auths` entry: none.
+        assert_eq!(credentials_in(dir.path(), "other.example", path), None);
+        // credHelpers for the host wins over the store.
+        config(r#"{"credsStore":"kcstore","credHelpers":{"127.0.0.1:5999":"kchelper"}}"#);
+        assert_eq!(
+            credentials_in(dir.path(), "127.0.0.1:5999", path),
+            Some(b64("helper-user:s3cret"))
+        );
+        // A helper that is not installed: the `auths` entry.
+        config(r#"{"credsStore":"missing","auths":{"https://127.0.0.1:5999":{"auth":"dTpw"}}}"#);
+        assert_eq!(
+            credentials_in(dir.path(), "127.0.0.1:5999", path),
+            Some("dTpw".into())
+        );
     }
 
     #[test]
