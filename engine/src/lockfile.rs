@@ -560,61 +560,66 @@ fn importer_deps(
     entry: &Mapping,
     resolver: &Resolver<'_>,
 ) -> Result<Vec<Dep>> {
+    // An importer's dependency is `{specifier, version}` (or, in older files, a bare version).
+    let version_of = |spec: &Value| match spec {
+        Value::Mapping(m) => m.get("version").and_then(scalar_string),
+        other => scalar_string(other),
+    };
+    let what = || format!("importer `{id}`");
+    deps_of(
+        path,
+        entry,
+        &IMPORTER_DEP_KINDS,
+        resolver,
+        version_of,
+        what,
+        "has no `version`",
+    )
+}
+
+fn node_deps(path: &Path, key: &str, entry: &Mapping, resolver: &Resolver<'_>) -> Result<Vec<Dep>> {
+    let what = || format!("`{key}`");
+    deps_of(
+        path,
+        entry,
+        &PACKAGE_DEP_KINDS,
+        resolver,
+        scalar_string,
+        what,
+        "is not a version",
+    )
+}
+
+/// The dependencies of a lockfile entry in its `sections`, resolved. `version_of` reads one
+/// dependency's version; in errors, `what` names the entry and `no_version` says what is wrong
+/// with a dependency whose version cannot be read.
+fn deps_of(
+    path: &Path,
+    entry: &Mapping,
+    sections: &[(&str, DepKind)],
+    resolver: &Resolver<'_>,
+    version_of: impl Fn(&Value) -> Option<String>,
+    what: impl Fn() -> String,
+    no_version: &str,
+) -> Result<Vec<Dep>> {
     let mut deps = Vec::new();
-    for (section, kind) in IMPORTER_DEP_KINDS {
+    for &(section, kind) in sections {
         let map = match entry.get(section) {
             None | Some(Value::Null) => continue,
             Some(Value::Mapping(m)) => m,
             Some(_) => {
                 return Err(lockfile_error(
                     path,
-                    &format!("importer `{id}`: `{section}` is not a mapping"),
+                    &format!("{}: `{section}` is not a mapping", what()),
                 ))
             }
         };
         for (name, spec) in map {
             let name = key_string(name);
-            let version = match spec {
-                Value::Mapping(m) => m.get("version").and_then(scalar_string),
-                other => scalar_string(other),
-            }
-            .ok_or_else(|| {
+            let version = version_of(spec).ok_or_else(|| {
                 lockfile_error(
                     path,
-                    &format!("importer `{id}`: `{section}.{name}` has no `version`"),
-                )
-            })?;
-            let target = resolver.resolve(&name, &version);
-            deps.push(Dep {
-                name,
-                version,
-                kind,
-                target,
-            });
-        }
-    }
-    Ok(deps)
-}
-
-fn node_deps(path: &Path, key: &str, entry: &Mapping, resolver: &Resolver<'_>) -> Result<Vec<Dep>> {
-    let mut deps = Vec::new();
-    for (section, kind) in PACKAGE_DEP_KINDS {
-        let map = match entry.get(section) {
-            None | Some(Value::Null) => continue,
-            Some(Value::Mapping(m)) => m,
-            Some(_) => {
-                return Err(lockfile_error(
-                    path,
-                    &format!("`{key}`: `{section}` is not a mapping"),
-                ))
-            }
-        };
-        for (name, version) in map {
-            let name = key_string(name);
-            let version = scalar_string(version).ok_or_else(|| {
-                lockfile_error(
-                    path,
-                    &format!("`{key}`: `{section}.{name}` is not a version"),
+                    &format!("{}: `{section}.{name}` {no_version}", what()),
                 )
             })?;
             let target = resolver.resolve(&name, &version);
@@ -1388,6 +1393,45 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("parse failed: {e}"),
         }
+    }
+
+    fn parse_error(text: &str) -> String {
+        match Lockfile::parse(Path::new("pnpm-lock.yaml"), text) {
+            Ok(_) => panic!("parse succeeded, an error was expected"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A malformed dependency section names the entry and the section, for an importer and for a
+    /// package alike.
+    #[test]
+    fn malformed_dependency_sections_are_named() {
+        let head = "lockfileVersion: '6.0'\n";
+        let e = parse_error(&format!("{head}importers:\n  .:\n    dependencies: [ms]\n"));
+        assert!(
+            e.contains("importer `.`: `dependencies` is not a mapping"),
+            "{e}"
+        );
+        let e = parse_error(&format!(
+            "{head}importers:\n  .:\n    dependencies:\n      ms:\n        specifier: ^2.1.3\n"
+        ));
+        assert!(
+            e.contains("importer `.`: `dependencies.ms` has no `version`"),
+            "{e}"
+        );
+        let packages = "packages:\n  /ms@2.1.3:\n    resolution: {integrity: sha512-x}\n";
+        let e = parse_error(&format!("{head}{packages}    dependencies: 3\n"));
+        assert!(
+            e.contains("`/ms@2.1.3`: `dependencies` is not a mapping"),
+            "{e}"
+        );
+        let e = parse_error(&format!(
+            "{head}{packages}    dependencies:\n      a: [1]\n"
+        ));
+        assert!(
+            e.contains("`/ms@2.1.3`: `dependencies.a` is not a version"),
+            "{e}"
+        );
     }
 
     fn set(ids: &[&str]) -> BTreeSet<String> {
