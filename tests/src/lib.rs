@@ -301,6 +301,16 @@ pub fn docker() -> Command {
     c
 }
 
+/// Fails the test, saying how to run it, when no Docker engine answers.
+pub fn require_docker() {
+    let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.status.success(),
+        "these tests need a Docker engine (run them with scripts/test.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `docker ARGS` and returns its output, whatever its status.
 pub fn docker_out(args: &[&str]) -> Output {
     docker().args(args).output().expect("failed to run docker")

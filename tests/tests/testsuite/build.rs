@@ -16,12 +16,7 @@ struct Example {
 
 impl Example {
     fn new(tag: &str) -> Example {
-        let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
-        assert!(
-            out.status.success(),
-            "these tests need a Docker engine (run them with scripts/test.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        tests::require_docker();
         let fx = copy_example();
         let prefix = format!("kct-{}-{tag}-", std::process::id());
         fx.write("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"));

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tests::{copy_example, copy_tree, docker_out, remove_images, repo_root, xtask, Fixture};
+use tests::{copy_example, copy_tree, remove_images, repo_root, xtask, Fixture};
 
 /// A monorepo whose images get a prefix of their own; they are removed on drop.
 struct Repo {
@@ -16,12 +16,7 @@ struct Repo {
 
 impl Repo {
     fn new(fx: Fixture, tag: &str) -> Repo {
-        let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
-        assert!(
-            out.status.success(),
-            "these tests need a Docker engine (run them with scripts/test.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        tests::require_docker();
         let prefix = format!("kct-{}-{tag}-", std::process::id());
         let repo = Repo { fx, prefix };
         repo.config("");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use engine::execute::KEY_LABEL;
 use engine::watch::{BuildResult, Event, Watcher};
-use tests::{docker, docker_ok, docker_out, project, remove_images, Fixture};
+use tests::{docker, docker_ok, project, remove_images, Fixture};
 
 use super::{describe, spawn, started};
 
@@ -23,12 +23,7 @@ struct DockerFixture {
 
 impl DockerFixture {
     fn new(tag: &str, extra_step: &str) -> DockerFixture {
-        let out = docker_out(&["version", "--format", "{{.Server.Version}}"]);
-        assert!(
-            out.status.success(),
-            "these tests need a Docker engine (run them with scripts/test.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        tests::require_docker();
         let prefix = format!("kcw-{}-{tag}-", std::process::id());
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
