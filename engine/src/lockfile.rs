@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize as _;
-use serde_yaml_ng::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::{Error, Result};
 
@@ -125,7 +125,7 @@ impl Lockfile {
     /// Parses `pnpm-lock.yaml` text. `path` is used only in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Lockfile> {
         let mut documents = Vec::new();
-        for document in serde_yaml_ng::Deserializer::from_str(text) {
+        for document in serde_norway::Deserializer::from_str(text) {
             let value = Value::deserialize(document).map_err(|e| yaml_error(path, &e))?;
             check_untagged(path, &value)?;
             if !value.is_null() {
@@ -788,11 +788,11 @@ fn lockfile_error(path: &Path, message: &str) -> Error {
     }
 }
 
-fn yaml_error(path: &Path, error: &serde_yaml_ng::Error) -> Error {
+fn yaml_error(path: &Path, error: &serde_norway::Error) -> Error {
     let location = error.location();
     let mut message = error.to_string();
     if let Some(at) = &location {
-        // serde_yaml_ng puts the location in the message; the error type shows the line itself.
+        // serde_norway puts the location in the message; the error type shows the line itself.
         let shown = format!(" at line {} column {}", at.line(), at.column());
         message = message.replacen(&shown, "", 1);
         message.push_str(&format!(" (column {})", at.column()));
@@ -952,7 +952,7 @@ mod emit {
     }
 
     /// js-yaml's representation of numbers (JavaScript's `toString`).
-    fn number(n: &serde_yaml_ng::Number) -> String {
+    fn number(n: &serde_norway::Number) -> String {
         if n.is_i64() || n.is_u64() {
             return n.to_string();
         }
@@ -1108,10 +1108,10 @@ mod emit {
     }
 
     /// Whether a plain scalar would be read as something other than a string by js-yaml's default
-    /// schema (null, bool, int, float, timestamp, merge), or by serde_yaml_ng (which reads a few
+    /// schema (null, bool, int, float, timestamp, merge), or by serde_norway (which reads a few
     /// more spellings of numbers, e.g. `+.5`: quoting those too keeps the text readable back).
     pub(super) fn is_ambiguous(s: &str) -> bool {
-        s.parse::<serde_yaml_ng::Number>().is_ok()
+        s.parse::<serde_norway::Number>().is_ok()
             || matches!(
                 s,
                 "~" | "null"
@@ -1588,7 +1588,7 @@ packages:
 
     #[test]
     fn lockfile_flags_are_inserted_in_pnpm_order() {
-        let mut entry: Value = serde_yaml_ng::from_str(
+        let mut entry: Value = serde_norway::from_str(
             "resolution: {integrity: x}\ndependencies: {a: 1.0.0}\nfoo: 1\n",
         )
         .expect("yaml");
@@ -1667,7 +1667,7 @@ packages:
         use proptest::prelude::*;
 
         fn reparse(text: &str) -> Value {
-            match serde_yaml_ng::from_str(text) {
+            match serde_norway::from_str(text) {
                 Ok(v) => v,
                 Err(e) => panic!("written YAML does not parse: {e}\n{text}"),
             }

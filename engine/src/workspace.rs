@@ -152,7 +152,7 @@ impl Workspace {
         let ws: WorkspaceYaml = if text.trim().is_empty() {
             WorkspaceYaml::default()
         } else {
-            serde_yaml_ng::from_str(&text).map_err(|e| Error::Yaml {
+            serde_norway::from_str(&text).map_err(|e| Error::Yaml {
                 path: ws_path.clone(),
                 line: e.location().map(|l| l.line()),
                 message: e.to_string(),

@@ -129,7 +129,7 @@ impl Compose {
 }
 
 fn parse_services(file: &Path, text: &str) -> Result<BTreeMap<String, Option<String>>> {
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Yaml {
+    let doc: serde_norway::Value = serde_norway::from_str(text).map_err(|e| Error::Yaml {
         path: file.to_path_buf(),
         line: e.location().map(|l| l.line()),
         message: e.to_string(),

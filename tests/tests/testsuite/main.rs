@@ -4,6 +4,7 @@ mod affected;
 mod bench;
 mod build;
 mod cli;
+mod deps;
 mod discover;
 mod errors;
 mod keys;
