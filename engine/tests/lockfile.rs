@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use engine::lockfile::Lockfile;
 use engine::Error;
-use serde_yaml_ng::Value;
+use serde_norway::Value;
 
 /// Every fixture and its `lockfileVersion`.
 const FIXTURES: [(&str, &str); 9] = [
@@ -65,7 +65,7 @@ fn prune(lock: &Lockfile, importers: &[&str]) -> String {
 
 /// The last YAML document of a pruned lockfile.
 fn project_document(text: &str) -> Value {
-    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(text)
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).expect("pruned output is YAML"))
         .collect();
     docs.into_iter().last().expect("one document")
