@@ -44,6 +44,20 @@ impl RemoteCache {
         })
     }
 
+    /// The same cache, reading `platform`'s entry of image indexes (the configured platform,
+    /// else the engine's own; `os/arch[/variant]`).
+    pub fn with_platform(mut self, platform: Option<&str>) -> Result<RemoteCache> {
+        if let Some(p) = platform {
+            let p = cache::registry::Platform::parse(p).map_err(|e| {
+                Error::Other(format!(
+                    "{e}\n  hint: set `platform` in images.toml to os/arch, e.g. `linux/amd64`"
+                ))
+            })?;
+            self.registry = self.registry.with_platform(p);
+        }
+        Ok(self)
+    }
+
     pub fn lookup(&self, image: &str, key: &ImageKey) -> Result<Lookup> {
         lookup(&self.registry, image, key)
     }

@@ -284,6 +284,19 @@ impl Docker {
         )))
     }
 
+    /// The engine's own platform (`os/arch`), e.g. `linux/amd64`; `None` if it does not say.
+    pub fn platform(&self) -> Option<String> {
+        if let Some((200, body)) = engine_socket().and_then(|s| api_get(&s, "/version")) {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let (Some(os), Some(arch)) = (v["Os"].as_str(), v["Arch"].as_str()) {
+                return Some(format!("{os}/{arch}"));
+            }
+        }
+        self.run_ok(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
+            .ok()
+            .filter(|p| p.contains('/') && !p.starts_with('/') && !p.ends_with('/'))
+    }
+
     /// The ids (`sha256:...`) of every image in the engine.
     pub fn image_ids(&self) -> Result<HashSet<String>> {
         if let Some(images) = engine_socket().and_then(|s| api_images(&s)) {

@@ -247,7 +247,17 @@ fn build(
         .or_else(|| analysis.ws.config.images.cache_registry.clone());
     let remote = cache_spec
         .as_deref()
-        .map(|s| engine::remote::RemoteCache::new(s, args.cache_read_only))
+        .map(|s| {
+            let platform = analysis
+                .ws
+                .config
+                .images
+                .platform
+                .clone()
+                .or_else(|| docker.platform());
+            engine::remote::RemoteCache::new(s, args.cache_read_only)?
+                .with_platform(platform.as_deref())
+        })
         .transpose()?;
     let publish_spec = if args.push {
         Some(args.registry.clone().or(cache_spec.clone()).ok_or_else(|| {
