@@ -119,7 +119,7 @@ impl Registry {
                 })?;
             extra_scope = challenge
                 .param("scope")
-                .filter(|s| *s != scope)
+                .filter(|s| !covers(&scope, s))
                 .map(str::to_string);
             let mut state = self.lock()?;
             state
@@ -500,6 +500,20 @@ impl Registry {
     }
 }
 
+/// Whether the scope `ours` grants everything `theirs` asks: the same resource, and a subset
+/// of the actions (`repository:x:pull` is within `repository:x:pull,push`).
+fn covers(ours: &str, theirs: &str) -> bool {
+    match (ours.rsplit_once(':'), theirs.rsplit_once(':')) {
+        (Some((resource, actions)), Some((their_resource, their_actions))) => {
+            resource == their_resource
+                && their_actions
+                    .split(',')
+                    .all(|a| actions.split(',').any(|b| b == a))
+        }
+        _ => ours == theirs,
+    }
+}
+
 fn token_key(scope: &str, extra: Option<&str>) -> String {
     match extra {
         Some(e) => format!("{scope} {e}"),
@@ -530,4 +544,17 @@ fn body_tail(body: &[u8]) -> String {
     let text = text.trim();
     let cut: String = text.chars().take(300).collect();
     reference::escape(&cut)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_push_scope_covers_the_pull_scope_of_the_same_repository_only() {
+        use super::covers;
+        assert!(covers("repository:a/b:pull,push", "repository:a/b:pull"));
+        assert!(covers("repository:a/b:pull", "repository:a/b:pull"));
+        assert!(!covers("repository:a/b:pull", "repository:a/b:pull,push"));
+        assert!(!covers("repository:a/b:pull,push", "repository:a/c:pull"));
+        assert!(!covers("repository:a/b:pull,push", "registry:catalog:*"));
+    }
 }

@@ -10,5 +10,6 @@ mod errors;
 mod keys;
 mod lockfile_e2e;
 mod props;
+mod registry;
 mod verify;
 mod watch;
