@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (the README's, and what .ci/run calls).
 #
-# On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), a Docker
-# engine with a node:18-alpine stand-in and a local registry (scripts/docker-env.sh). Then it
+# On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), Podman
+# (Debian's package), a Docker engine with a node:18-alpine stand-in and a local registry
+# (scripts/docker-env.sh). Then it
 # builds `cargo xtask` as users run it and runs every test, end-to-end ones included, for real.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,6 +13,15 @@ step() { printf '==> %s\n' "$*" >&2; }
 if ! pnpm --version 2>/dev/null | grep -q '^8\.15\.'; then
   step "installing pnpm 8.15.0 from the npm registry"
   npm install --global --no-audit --no-fund pnpm@8.15.0 >&2
+fi
+
+if ! command -v podman >/dev/null 2>&1; then
+  # The Podman engine tests run a `podman system service` of their own (tests/testsuite/podman.rs).
+  step "installing podman (Debian's package) for the Podman engine tests"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get -o DPkg::Lock::Timeout=300 update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+    --no-install-recommends podman >&2
 fi
 
 step "making a Docker engine, the node:18-alpine stand-in and a local registry available"

@@ -30,6 +30,9 @@ pub struct Docker {
     pub client: PathBuf,
     pub version: String,
     pub mode: BuildMode,
+    /// The engine is Podman (its Docker-compatible API): builds go through the API's classic
+    /// build endpoint (Buildah behind it), as BuildKit's session protocol is not served there.
+    pub podman: bool,
 }
 
 fn client_version(client: &Path) -> Option<String> {
@@ -75,6 +78,7 @@ fn probe(client: &Path) -> Option<Docker> {
             client: client.to_path_buf(),
             version: version.clone(),
             mode,
+            podman: false,
         });
     }
     let version = client_version(client)?;
@@ -108,13 +112,14 @@ fn probe(client: &Path) -> Option<Docker> {
         client: client.to_path_buf(),
         version,
         mode,
+        podman: false,
     })
 }
 
 /// The daemon's unix socket, when the client would talk to it (no `DOCKER_HOST` other than a
 /// unix socket, no context other than the default one): the engine then asks the Engine API
 /// directly for what it only reads, instead of starting a `docker` process per question.
-fn engine_socket() -> Option<PathBuf> {
+pub(crate) fn engine_socket() -> Option<PathBuf> {
     if std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| c != "default") {
         return None;
     }
@@ -137,7 +142,7 @@ fn engine_socket() -> Option<PathBuf> {
 }
 
 /// `GET path` on the Engine API over its unix socket: the status and the body.
-fn api_get(socket: &Path, path: &str) -> Option<(u16, Vec<u8>)> {
+pub(crate) fn api_get(socket: &Path, path: &str) -> Option<(u16, Vec<u8>)> {
     use std::os::unix::net::UnixStream;
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
@@ -201,8 +206,33 @@ fn api_images(socket: &Path) -> Option<Vec<(String, Vec<String>)>> {
 
 impl Docker {
     /// The client named by `DOCKER`, else the first `docker` on `PATH` that builds with BuildKit,
-    /// else the first `docker` on `PATH` (legacy builder, with a warning from the caller).
+    /// else the first `docker` on `PATH` (legacy builder, with a warning from the caller). An
+    /// engine that is Podman gets the classic build endpoint, whatever the client could do.
     pub fn detect() -> Result<Docker> {
+        let mut d = Self::detect_client()?;
+        if d.engine_is_podman() {
+            d.podman = true;
+            d.mode = BuildMode::Legacy;
+        }
+        Ok(d)
+    }
+
+    /// Whether the engine answering is Podman (its `/version` names a "Podman Engine").
+    fn engine_is_podman(&self) -> bool {
+        let names = match engine_socket().and_then(|s| api_get(&s, "/version")) {
+            Some((200, body)) => String::from_utf8_lossy(&body).into_owned(),
+            _ => self
+                .run_ok(&[
+                    "version",
+                    "--format",
+                    "{{range .Server.Components}}{{.Name}};{{end}}",
+                ])
+                .unwrap_or_default(),
+        };
+        names.contains("Podman Engine")
+    }
+
+    fn detect_client() -> Result<Docker> {
         if let Some(c) = std::env::var_os("DOCKER").filter(|c| !c.is_empty()) {
             let c = PathBuf::from(c);
             return probe(&c).ok_or_else(|| {
@@ -239,8 +269,15 @@ impl Docker {
 
     fn cmd(&self) -> Command {
         let mut c = Command::new(&self.client);
-        if self.mode == BuildMode::BuildkitEnv {
-            c.env("DOCKER_BUILDKIT", "1");
+        match self.mode {
+            BuildMode::BuildkitEnv => {
+                c.env("DOCKER_BUILDKIT", "1");
+            }
+            // A user's DOCKER_BUILDKIT=1 must not send a build to an engine without BuildKit.
+            BuildMode::Legacy => {
+                c.env("DOCKER_BUILDKIT", "0");
+            }
+            BuildMode::Buildx => {}
         }
         c.stdin(Stdio::null());
         c
@@ -248,7 +285,7 @@ impl Docker {
 
     /// A warning to show when builds will use the legacy builder.
     pub fn legacy_warning(&self) -> Option<String> {
-        (self.mode == BuildMode::Legacy).then(|| {
+        (self.mode == BuildMode::Legacy && !self.podman).then(|| {
             format!(
                 "the Docker client `{}` ({}) has no BuildKit (no buildx plugin): using the deprecated legacy builder\n  hint: install the buildx plugin, or set DOCKER to a client that has it",
                 self.client.display(),

@@ -146,13 +146,42 @@ pub fn inspect(docker: &Docker, reference: &str) -> Result<Option<ImageConfig>> 
             tail(&stderr, 5).trim()
         )));
     }
-    parse_inspect(&String::from_utf8_lossy(&out.stdout))
-        .map(Some)
-        .map_err(|e| {
-            Error::Other(format!(
-                "unexpected output from `docker image inspect {reference}`: {e}"
-            ))
+    let mut config = parse_inspect(&String::from_utf8_lossy(&out.stdout)).map_err(|e| {
+        Error::Other(format!(
+            "unexpected output from `docker image inspect {reference}`: {e}"
+        ))
+    })?;
+    if docker.podman && config.healthcheck.is_none() {
+        config.healthcheck = podman_healthcheck(reference);
+    }
+    Ok(Some(config))
+}
+
+/// The HEALTHCHECK of an image as Podman's own API gives it: its Docker-compatible image
+/// inspect leaves `Healthcheck` out (Podman 4.3), although the image (Docker format) has one.
+fn podman_healthcheck(reference: &str) -> Option<Vec<String>> {
+    let socket = crate::execute::docker::engine_socket()?;
+    let name: String = reference
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
         })
+        .collect();
+    let (status, body) =
+        crate::execute::docker::api_get(&socket, &format!("/v4.0.0/libpod/images/{name}/json"))?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let test: Vec<String> = v["Healthcheck"]["Test"]
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    (!test.is_empty()).then_some(test)
 }
 
 /// Resolves each shared package from /app/service in a container of the image started with no

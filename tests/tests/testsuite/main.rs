@@ -9,6 +9,7 @@ mod discover;
 mod errors;
 mod keys;
 mod lockfile_e2e;
+mod podman;
 mod props;
 mod registry;
 mod verify;
