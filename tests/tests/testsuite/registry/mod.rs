@@ -731,3 +731,54 @@ fn the_cli_refuses_hostile_cache_registry_references() {
         assert!(err.contains("hint:"), "{err}");
     }
 }
+
+/// A registry that leaves out or lies about digests (a fault a real one will not produce): the
+/// digest is that of the bytes, a `HEAD` without one falls back to a `GET`, and a mismatch is
+/// refused, never taken.
+#[test]
+fn manifest_digests_are_the_bytes_digest_and_lies_are_refused() {
+    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let real = cache::registry::sha256_digest(body);
+    let liar = format!("sha256:{}", "b".repeat(64));
+    let lie = liar.clone();
+    let server = TestServer::start(None, move |req: &Req| {
+        let r = Resp::new(200).header("Content-Type", OCI_MANIFEST);
+        match (req.method.as_str(), req.path()) {
+            // No Docker-Content-Digest at all.
+            (_, "/v2/kc/silent/manifests/v1") => Resp {
+                body: body.to_vec(),
+                ..r
+            },
+            // A digest that is not the bytes'.
+            (_, "/v2/kc/liar/manifests/v1") => Resp {
+                body: body.to_vec(),
+                ..r.header("Docker-Content-Digest", &lie)
+            },
+            // Asked by digest, answers other bytes.
+            (_, p) if p.starts_with("/v2/kc/swap/manifests/sha256:") => Resp {
+                body: body.to_vec(),
+                ..r
+            },
+            _ => Resp::new(404),
+        }
+    });
+    let r = registry(&format!("127.0.0.1:{}/kc", server.port), settings(None));
+    assert_eq!(
+        r.head_manifest("silent", "v1").expect("head"),
+        Some(real.clone())
+    );
+    assert_eq!(
+        r.get_manifest("silent", "v1")
+            .expect("get")
+            .expect("manifest")
+            .digest,
+        real
+    );
+    let e = r.get_manifest("liar", "v1").expect_err("lie").to_string();
+    assert!(e.contains("refused") && e.contains(&liar), "{e}");
+    let e = r
+        .get_manifest("swap", &liar)
+        .expect_err("swapped")
+        .to_string();
+    assert!(e.contains("refused"), "{e}");
+}
