@@ -59,11 +59,18 @@ impl Registry {
                 hint: "check HTTPS_PROXY/HTTP_PROXY, or list the registry in NO_PROXY".into(),
             },
             Failure::Connect(message) => {
-                let proxy = self.settings.http.proxy.proxy_for(
-                    self.scheme,
-                    self.api_host.split(':').next().unwrap_or_default(),
-                    0,
-                );
+                let (host, port) = match self.api_host.rsplit_once(':') {
+                    Some((h, p)) if !h.ends_with(']') || self.api_host.starts_with('[') => {
+                        (h, p.parse().unwrap_or(0))
+                    }
+                    _ => (self.api_host.as_str(), 0),
+                };
+                let port = match (port, self.scheme) {
+                    (0, "http") => 80,
+                    (0, _) => 443,
+                    (p, _) => p,
+                };
+                let proxy = self.settings.http.proxy.proxy_for(self.scheme, host, port);
                 RegistryError::Unreachable {
                     registry,
                     message: format!("{message} (after {} retries)", self.settings.http.retries),

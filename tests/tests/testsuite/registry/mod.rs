@@ -353,6 +353,23 @@ fn a_tag_resolves_to_the_platform_entry_of_a_two_platform_index() {
             .expect("absent"),
         None
     );
+    // The same from an image reference, as the key computation asks for a base image.
+    let arm64 = Platform::parse("linux/arm64").expect("platform");
+    let by_ref = Registry::resolve_config_digest(&format!("{spec}/multi:latest"), &arm64);
+    assert_eq!(
+        by_ref.expect("resolve"),
+        on("linux/arm64")
+            .config_digest("multi", "latest")
+            .expect("arm64")
+    );
+    let pinned = format!("{spec}/multi@{}", index.digest);
+    let amd64 = Platform::parse("linux/amd64").expect("platform");
+    assert_eq!(
+        Registry::resolve_config_digest(&pinned, &amd64).expect("resolve"),
+        on("linux/amd64")
+            .config_digest("multi", "latest")
+            .expect("amd64")
+    );
 }
 
 /// Runs the probe (`Registry::parse`, settings from the environment) with `env` set.
