@@ -1,31 +1,27 @@
-//! The content-addressed store of what was built.
+//! The content-addressed store of what was built, and the cache directory around it.
 //!
-//! A map of the store, for a cache directory `D`:
+//! - [`layout`]: the one owner of the cache directory's layout (every file and folder in it).
+//! - [`atomic`]: the one atomic write (temp file beside the target, fsync, rename).
+//! - [`Store`] (here): records and blobs under `v1/`: immutable blobs named by the blake3 of their
+//!   bytes and verified on every read; a record per image key; the key last built per service;
+//!   corrupt entries moved aside (never deleted silently).
+//! - [`registry`]: an OCI registry client (the registry tier speaks through it).
 //!
-//! - `D/v1/blobs/<aa>/<digest>`: immutable blobs (input manifests, build logs), named by the blake3
-//!   of their bytes and verified on every read.
-//! - `D/v1/records/<aa>/<key>.json`: what was built for an image key ([`Record`]).
-//! - `D/v1/services/<service>.json`: the key last built for a service, so a plan can say what
-//!   changed since.
-//! - `D/v1/corrupt/`: entries that failed verification, moved aside (never deleted silently).
-//! - `D/v1/tmp/`: files being written; published by `rename`, so a reader sees a whole entry or none.
-//!
-//! Every write is atomic (temp file, fsync, rename) and idempotent, so concurrent processes (a
-//! `watch` and an `images`) share one store safely; an interrupted write leaves only a temp file,
-//! which `gc` removes.
+//! Every write is atomic and idempotent, so concurrent processes (a `watch` and an `images`)
+//! share one store safely; an interrupted write leaves only a temp file, which `gc` removes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub mod atomic;
+pub mod layout;
 pub mod registry;
 
-/// Bump to start a new store layout beside the old one.
-pub const STORE_VERSION: &str = "v1";
+pub use layout::Layout;
+
 /// The record format written by this version.
 pub const RECORD_FORMAT: u32 = 1;
 
@@ -55,7 +51,7 @@ fn hint(e: &std::io::Error) -> &'static str {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
     Error::Io {
         action,
         path: path.into(),
@@ -90,14 +86,33 @@ pub struct LastBuilt {
     pub updated_at_ms: u64,
 }
 
-/// Counts for `cache stats`.
+/// How much of the disk one top-level part of the cache directory takes.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct PartUsage {
+    /// Its name in the layout (`v1`, `stat-cache.bin`, `verified`, ...).
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// What `cache stats` reports: the store's counts, and every part of the cache directory.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Stats {
     pub records: u64,
     pub blobs: u64,
+    /// The records' and blobs' size on disk.
     pub bytes: u64,
     pub corrupt: u64,
+    /// Temporary files (writes in progress, or left by an interrupted one).
     pub tmp: u64,
+    /// Services with a last-built pointer.
+    pub services: u64,
+    /// Every part of the cache directory, in the layout's order.
+    pub parts: Vec<PartUsage>,
+    /// Entries of the cache directory that the layout does not name.
+    pub unknown: Vec<String>,
+    /// The whole cache directory's size.
+    pub total_bytes: u64,
 }
 
 /// What `cache verify` found.
@@ -115,25 +130,42 @@ impl VerifyReport {
     }
 }
 
-/// What `cache gc` removed.
+/// What `cache gc` removed: the store's part is filled by [`Store::gc`], the rest by the engine,
+/// which knows what the other parts hold.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct GcReport {
     pub records_removed: u64,
     pub blobs_removed: u64,
     pub tmp_removed: u64,
     pub bytes_freed: u64,
+    /// Last-built pointers to a key that has no record any more.
+    pub pointers_removed: u64,
+    /// Corrupt entries moved aside longer ago than the retention.
+    pub corrupt_removed: u64,
+    /// Verification markers of keys without a record or whose image is gone.
+    pub markers_removed: u64,
+    /// Stat cache entries of files no context holds any more.
+    pub stat_entries_removed: u64,
+    /// Pruned lockfiles no service uses any more.
+    pub prunings_removed: u64,
+    /// Scratch files left by builds that ended long ago.
+    pub work_removed: u64,
+    /// Failure logs past the retention, or of services that are gone.
+    pub logs_removed: u64,
+    /// Parts that could not be cleaned, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The local store.
 #[derive(Debug)]
 pub struct Store {
-    dir: PathBuf,
-    base: PathBuf,
+    layout: Layout,
     warnings: Mutex<Vec<String>>,
 }
 
 /// Temp files older than this are leftovers of an interrupted write.
-const STALE_TMP: Duration = Duration::from_secs(3600);
+pub const STALE_TMP: Duration = Duration::from_secs(3600);
 /// Blobs younger than this are kept by gc: a concurrent writer may be about to reference them.
 const YOUNG_BLOB: Duration = Duration::from_secs(3600);
 
@@ -150,6 +182,11 @@ fn is_hex64(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Whether a string is a valid key (64 lowercase hex digits).
+pub fn is_key(s: &str) -> bool {
+    is_hex64(s)
+}
+
 fn is_service_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
@@ -157,23 +194,43 @@ fn is_service_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// How long ago a file was last modified (zero when unknown).
+pub fn age(p: &Path) -> Duration {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
 impl Store {
-    /// Opens (and creates) the store in `dir`.
+    /// Opens (and creates) the store of the cache directory `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        let base = dir.join(STORE_VERSION);
-        for sub in ["blobs", "records", "services", "corrupt", "tmp"] {
-            let p = base.join(sub);
+        Store::open_layout(Layout::new(dir))
+    }
+
+    pub fn open_layout(layout: Layout) -> Result<Store> {
+        for p in layout.store_dirs() {
             std::fs::create_dir_all(&p).map_err(|e| io("create directory", &p, e))?;
         }
         Ok(Store {
-            dir: dir.to_path_buf(),
-            base,
+            layout,
             warnings: Mutex::new(Vec::new()),
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.layout.dir()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Warnings gathered since the last call (corrupt entries moved aside).
@@ -190,54 +247,11 @@ impl Store {
         }
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.base.join("blobs").join(&digest[..2]).join(digest)
-    }
-
-    fn record_path(&self, key: &str) -> PathBuf {
-        self.base
-            .join("records")
-            .join(&key[..2])
-            .join(format!("{key}.json"))
-    }
-
-    /// Writes `bytes` to `path` atomically: a temp file, fsync, rename.
-    fn publish(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.base.join("tmp").join(format!(
-            "{}.{}.{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            now_ms()
-        ));
-        let result = (|| -> Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| io("create", &tmp, e))?;
-            f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
-            f.sync_all().map_err(|e| io("sync", &tmp, e))?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("create directory", parent, e))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| io("publish", path, e))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
-
     fn move_aside(&self, path: &Path, why: &str) -> String {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let dest = self
-            .base
-            .join("corrupt")
-            .join(format!("{}.{name}", now_ms()));
+            .layout
+            .corrupt()
+            .join(format!("{}.{}", now_ms(), file_name(path)));
         let msg = match std::fs::rename(path, &dest) {
             Ok(()) => format!(
                 "cache entry `{}` is corrupt ({why}); moved aside to `{}` and treated as a miss",
@@ -256,9 +270,9 @@ impl Store {
     /// Stores a blob; returns its digest (hex). Idempotent.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = blake3::hash(bytes).to_hex().to_string();
-        let path = self.blob_path(&digest);
+        let path = self.layout.blob(&digest);
         if !path.exists() {
-            self.publish(&path, bytes)?;
+            atomic::write(&path, bytes)?;
         }
         Ok(digest)
     }
@@ -268,7 +282,7 @@ impl Store {
         if !is_hex64(digest) {
             return Ok(None);
         }
-        let path = self.blob_path(digest);
+        let path = self.layout.blob(digest);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -287,17 +301,16 @@ impl Store {
             return Err(Error::InvalidKey(record.key.clone()));
         }
         let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-        self.publish(&self.record_path(&record.key), &bytes)?;
+        atomic::write(&self.layout.record(&record.key), &bytes)?;
         if is_service_name(&record.service) {
             let last = LastBuilt {
                 key: record.key.clone(),
                 updated_at_ms: now_ms(),
             };
-            let p = self
-                .base
-                .join("services")
-                .join(format!("{}.json", record.service));
-            self.publish(&p, &serde_json::to_vec(&last).unwrap_or_default())?;
+            atomic::write(
+                &self.layout.last_built(&record.service),
+                &serde_json::to_vec(&last).unwrap_or_default(),
+            )?;
         }
         Ok(())
     }
@@ -308,7 +321,7 @@ impl Store {
         if !is_hex64(key) {
             return Err(Error::InvalidKey(key.to_string()));
         }
-        let path = self.record_path(key);
+        let path = self.layout.record(key);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -337,12 +350,7 @@ impl Store {
         if !is_hex64(key) {
             return Err(Error::InvalidKey(key.to_string()));
         }
-        let p = self.record_path(key);
-        match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("remove", &p, e)),
-        }
+        remove_if_present(&self.layout.record(key))
     }
 
     /// The key last built for `service`, if any.
@@ -350,20 +358,15 @@ impl Store {
         if !is_service_name(service) {
             return None;
         }
-        let p = self.base.join("services").join(format!("{service}.json"));
-        let bytes = std::fs::read(p).ok()?;
+        let bytes = std::fs::read(self.layout.last_built(service)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Every record file's key.
     pub fn record_keys(&self) -> Result<Vec<String>> {
         let mut keys = Vec::new();
-        for path in files_below(&self.base.join("records"))? {
-            if let Some(k) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-            {
+        for path in files_below(&self.layout.records())? {
+            if let Some(k) = file_name(&path).strip_suffix(".json") {
                 keys.push(k.to_string());
             }
         }
@@ -371,29 +374,68 @@ impl Store {
         Ok(keys)
     }
 
+    /// The store's counts, and the size of every part of the cache directory.
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
-        for p in files_below(&self.base.join("records"))? {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        for p in files_below(&self.layout.records())? {
             s.records += 1;
-            s.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            s.bytes += size(&p);
         }
-        for p in files_below(&self.base.join("blobs"))? {
+        for p in files_below(&self.layout.blobs())? {
             s.blobs += 1;
-            s.bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            s.bytes += size(&p);
         }
-        s.corrupt = files_below(&self.base.join("corrupt"))?.len() as u64;
-        s.tmp = files_below(&self.base.join("tmp"))?.len() as u64;
+        s.services = files_below(&self.layout.services())?.len() as u64;
+        s.corrupt = files_below(&self.layout.corrupt())?.len() as u64;
+        s.tmp = self.temp_files()?.len() as u64;
+        for name in layout::PARTS {
+            let path = self.layout.part(name);
+            let mut usage = PartUsage {
+                name: name.to_string(),
+                ..PartUsage::default()
+            };
+            if path.is_file() {
+                usage.files = 1;
+                usage.bytes = size(&path);
+            } else {
+                for p in all_files_below(&path)? {
+                    usage.files += 1;
+                    usage.bytes += size(&p);
+                }
+            }
+            s.total_bytes += usage.bytes;
+            s.parts.push(usage);
+        }
+        if let Ok(entries) = std::fs::read_dir(self.layout.dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !layout::PARTS.contains(&name.as_str()) && !atomic::is_temp(&name) {
+                    s.unknown.push(name);
+                }
+            }
+        }
+        s.unknown.sort();
         Ok(s)
+    }
+
+    /// Temp files of the store (written beside their target, or in the old `tmp/`).
+    fn temp_files(&self) -> Result<Vec<PathBuf>> {
+        let mut out: Vec<PathBuf> = all_files_below(&self.layout.store())?
+            .into_iter()
+            .filter(|p| atomic::is_temp(&file_name(p)))
+            .collect();
+        out.extend(files_below(&self.layout.legacy_tmp())?);
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Reads every record and blob, moving aside what fails verification.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        for path in files_below(&self.base.join("blobs"))? {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for path in files_below(&self.layout.blobs())? {
+            let name = file_name(&path);
             if !is_hex64(&name) {
                 report
                     .moved_aside
@@ -413,7 +455,7 @@ impl Store {
         }
         for key in self.record_keys()? {
             if !is_hex64(&key) {
-                let p = self.record_path_any(&key);
+                let p = self.layout.record(&key);
                 report.moved_aside.push(self.move_aside(&p, "not a key"));
                 continue;
             }
@@ -430,19 +472,17 @@ impl Store {
         Ok(report)
     }
 
-    fn record_path_any(&self, key: &str) -> PathBuf {
-        let shard: String = key.chars().take(2).collect();
-        self.base
-            .join("records")
-            .join(shard)
-            .join(format!("{key}.json"))
-    }
-
-    /// Removes records for which `keep` says no, then blobs no record names (but young ones),
-    /// and stale temp files.
-    pub fn gc(&self, keep: &mut dyn FnMut(&Record) -> bool) -> Result<GcReport> {
+    /// Cleans the store: removes records for which `keep` says no, then blobs no record names
+    /// (but young ones), last-built pointers whose key has no record, stale temp files, and
+    /// corrupt entries moved aside longer ago than `retention`.
+    pub fn gc(
+        &self,
+        keep: &mut dyn FnMut(&Record) -> bool,
+        retention: Duration,
+    ) -> Result<GcReport> {
         let mut report = GcReport::default();
         let mut referenced = std::collections::HashSet::new();
+        let mut kept = std::collections::HashSet::new();
         for key in self.record_keys()? {
             if !is_hex64(&key) {
                 continue;
@@ -455,45 +495,70 @@ impl Store {
                 if let Some(l) = &r.log {
                     referenced.insert(l.clone());
                 }
+                kept.insert(key);
             } else {
-                let p = self.record_path(&key);
-                report.bytes_freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                self.remove_record(&key)?;
+                report.bytes_freed += remove_counted(&self.layout.record(&key))?;
                 report.records_removed += 1;
             }
         }
-        let now = SystemTime::now();
-        let age = |p: &Path| {
-            std::fs::metadata(p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default()
-        };
-        for p in files_below(&self.base.join("blobs"))? {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if referenced.contains(&name) || age(&p) < YOUNG_BLOB {
+        for p in files_below(&self.layout.blobs())? {
+            if referenced.contains(&file_name(&p)) || age(&p) < YOUNG_BLOB {
                 continue;
             }
-            report.bytes_freed += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+            report.bytes_freed += remove_counted(&p)?;
             report.blobs_removed += 1;
         }
-        for p in files_below(&self.base.join("tmp"))? {
+        for p in files_below(&self.layout.services())? {
+            let pointer: Option<LastBuilt> = std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if pointer.is_none_or(|l| !kept.contains(&l.key)) {
+                report.bytes_freed += remove_counted(&p)?;
+                report.pointers_removed += 1;
+            }
+        }
+        for p in self.temp_files()? {
             if age(&p) >= STALE_TMP {
-                std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+                report.bytes_freed += remove_counted(&p)?;
                 report.tmp_removed += 1;
+            }
+        }
+        for p in files_below(&self.layout.corrupt())? {
+            if age(&p) >= retention {
+                report.bytes_freed += remove_counted(&p)?;
+                report.corrupt_removed += 1;
             }
         }
         Ok(report)
     }
 }
 
-/// Every regular file below `dir` (two levels: shard directories and their files, or flat).
+/// Removes a file, returning its size; a file already gone is no error.
+pub fn remove_counted(p: &Path) -> Result<u64> {
+    let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    remove_if_present(p)?;
+    Ok(size)
+}
+
+fn remove_if_present(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", p, e)),
+    }
+}
+
+/// Every regular file below `dir` (shard directories and their files, or flat), without the
+/// temp files of writes in progress.
 fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(all_files_below(dir)?
+        .into_iter()
+        .filter(|p| !atomic::is_temp(&file_name(p)))
+        .collect())
+}
+
+/// Every regular file below `dir`, temp files included, sorted.
+pub fn all_files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -559,7 +624,7 @@ mod tests {
         let r = record(&store, K);
         store.put_record(&r).expect("put");
         // Corrupt the manifest blob: the record is now a miss.
-        std::fs::write(store.blob_path(&r.manifest), b"garbage").expect("write");
+        std::fs::write(store.layout.blob(&r.manifest), b"garbage").expect("write");
         assert!(store.get_record(K).expect("get").is_none());
         let warnings = store.take_warnings();
         assert!(
@@ -571,7 +636,7 @@ mod tests {
         // A truncated record file is a miss too.
         let r = record(&store, K);
         store.put_record(&r).expect("put");
-        std::fs::write(store.record_path(K), b"{\"format\":1,").expect("write");
+        std::fs::write(store.layout.record(K), b"{\"format\":1,").expect("write");
         assert!(store.get_record(K).expect("get").is_none());
         assert!(store.verify().expect("verify").is_clean());
     }
@@ -582,10 +647,14 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let r = record(&store, K);
         store.put_record(&r).expect("put");
-        let report = store.gc(&mut |_| true).expect("gc");
+        let report = store
+            .gc(&mut |_| true, Duration::from_secs(3600))
+            .expect("gc");
         assert_eq!(report.records_removed, 0);
         assert!(store.get_record(K).expect("get").is_some());
-        let report = store.gc(&mut |_| false).expect("gc");
+        let report = store
+            .gc(&mut |_| false, Duration::from_secs(3600))
+            .expect("gc");
         assert_eq!(report.records_removed, 1);
         assert!(store.get_record(K).expect("get").is_none());
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -245,7 +245,7 @@ impl StatCache {
         }
         // No fsync: the file only saves work, and a torn one fails its checksum on load (then
         // every file is hashed again). The fsync cost 0.2 s of each cold plan on 100k files.
-        write_atomic_stream(path, false, |file| {
+        cache::atomic::write_stream(path, false, |file| {
             let mut w = Summed {
                 inner: std::io::BufWriter::with_capacity(256 * 1024, file),
                 sum: blake3::Hasher::new(),
@@ -272,7 +272,8 @@ impl StatCache {
             let sum = w.sum.finalize();
             w.inner.write_all(sum.as_bytes())?;
             w.inner.flush()
-        })
+        })?;
+        Ok(())
     }
 
     /// The digest recorded for `rel`, if its stat is unchanged and not racily new.
@@ -350,61 +351,6 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
-}
-
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, bytes, true)
-}
-
-/// [`write_atomic`], with the fsync optional (for files that only save work and verify
-/// themselves on load).
-pub fn write_atomic_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    write_atomic_stream(path, sync, |f| f.write_all(bytes))
-}
-
-/// [`write_atomic_with`], the content written by `fill` into the temporary file.
-pub fn write_atomic_stream(
-    path: &Path,
-    sync: bool,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    let mut tmp = tempfile_in(dir, path)?;
-    let result = (|| {
-        fill(&mut tmp.1)?;
-        if sync {
-            tmp.1.sync_all()?;
-        }
-        std::fs::rename(&tmp.0, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp.0);
-        return Err(Error::io("write", path, e));
-    }
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path, target: &Path) -> Result<(PathBuf, std::fs::File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let stem = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create", p, e)),
-        }
-    }
 }
 
 /// The digest of a file's bytes, or of a symlink's target.

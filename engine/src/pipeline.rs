@@ -10,14 +10,9 @@ use crate::digest::{FileDigest, ImageKey};
 use crate::graph::Graph;
 use crate::hash::{HashStats, StatCache};
 use crate::key::{BaseImage, InputManifest, KeyManifest, KEY_FORMAT_VERSION};
-use crate::prunecache::{PruneCache, PRUNE_CACHE_FILE};
+use crate::prunecache::PruneCache;
 use crate::workspace::Workspace;
 use crate::Result;
-
-/// The file name of the stat cache inside the cache directory.
-pub const STAT_CACHE_FILE: &str = "stat-cache.bin";
-/// The default cache directory, relative to the monorepo root.
-pub const DEFAULT_CACHE_DIR: &str = ".images-cache";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -50,7 +45,7 @@ impl Options {
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(|| self.root.join(DEFAULT_CACHE_DIR))
+            .unwrap_or_else(|| cache::Layout::default_dir(&self.root))
     }
 }
 
@@ -113,8 +108,8 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
 
     // The stat cache loads while the workspace's Dockerfiles are read.
     let cache_dir = opts.cache_dir();
-    let stat_path = cache_dir.join(STAT_CACHE_FILE);
-    let prune_path = cache_dir.join(PRUNE_CACHE_FILE);
+    let layout = cache::Layout::new(&cache_dir);
+    let (stat_path, prune_path) = (layout.stat_cache(), layout.pruned_lockfiles());
     let loading = opts.stat_cache.then(|| {
         let (p, q) = (stat_path.clone(), prune_path.clone());
         std::thread::spawn(move || (StatCache::load(&p), PruneCache::load(&q)))
@@ -325,5 +320,5 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
 
 /// The cache directory for a root when none is given.
 pub fn default_cache_dir(root: &Path) -> PathBuf {
-    root.join(DEFAULT_CACHE_DIR)
+    cache::Layout::default_dir(root)
 }

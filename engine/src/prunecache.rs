@@ -14,9 +14,6 @@ use std::sync::Arc;
 
 use crate::Result;
 
-/// The file name of the cache inside the cache directory.
-pub const PRUNE_CACHE_FILE: &str = "pruned-lockfiles.bin";
-
 const MAGIC: &[u8; 8] = b"KCPRUN01";
 
 /// Prune key -> the pruned lockfile's bytes.
@@ -108,10 +105,11 @@ impl PruneCache {
             body.extend_from_slice(bytes);
         }
         let sum = blake3::hash(&body);
-        crate::hash::write_atomic_stream(path, false, |f| {
+        cache::atomic::write_stream(path, false, |f| {
             f.write_all(&body)?;
             f.write_all(sum.as_bytes())
-        })
+        })?;
+        Ok(())
     }
 
     /// Writes this cache's entries (see [`PruneCache::write`]).
@@ -133,7 +131,7 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join(PRUNE_CACHE_FILE);
+        let p = cache::Layout::new(dir.path()).pruned_lockfiles();
         let (empty, warn) = PruneCache::load(&p);
         assert!(
             empty.is_empty() && warn.is_none(),

@@ -105,7 +105,7 @@ fn probe(client: &Path) -> Option<Docker> {
         };
         memo.insert(id, (version.clone(), name.to_string()));
         if let Ok(bytes) = serde_json::to_vec(&memo) {
-            let _ = crate::hash::write_atomic(&p, &bytes);
+            let _ = cache::atomic::write(&p, &bytes);
         }
     }
     Some(Docker {

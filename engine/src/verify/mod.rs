@@ -36,8 +36,6 @@ use crate::{Error, Result};
 
 /// Bump to verify every image again (a rule changed): part of every "verified" marker.
 pub const VERIFY_VERSION: u32 = 1;
-/// The directory of "verified" markers inside the cache directory.
-pub const VERIFIED_DIR: &str = "verified";
 /// How long the container resolving the shared package may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -396,11 +394,6 @@ fn subject_digest(subject: &Subject) -> String {
     blake3::hash(&json).to_hex().to_string()
 }
 
-/// The marker of a key: `<cache_dir>/verified/<key>.json`.
-pub fn marker_path(cache_dir: &std::path::Path, key: &str) -> std::path::PathBuf {
-    cache_dir.join(VERIFIED_DIR).join(format!("{key}.json"))
-}
-
 /// Verifies the image just built (or found cached) for service `service` of `analysis`, once per
 /// key: the report is kept in `<cache_dir>/verified/<key>.json` and reused while the image id,
 /// [`VERIFY_VERSION`] and the service's [`Subject`] are unchanged. A failing report is kept too,
@@ -424,7 +417,7 @@ pub fn verify_once(
     let subject = Subject::new(ws, service);
     let digest = subject_digest(&subject);
     let key = img.key.to_hex();
-    let path = marker_path(&analysis.cache_dir, &key);
+    let path = cache::Layout::new(&analysis.cache_dir).verified(&key);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(m) = serde_json::from_slice::<Marker>(&bytes) {
             if m.version == VERIFY_VERSION && m.image_id == image_id && m.subject == digest {
@@ -452,7 +445,7 @@ pub fn verify_once(
     // Only a verification of an existing image is worth keeping.
     if report.image_id.is_some() {
         let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        if let Err(e) = crate::hash::write_atomic(&path, &bytes) {
+        if let Err(e) = cache::atomic::write(&path, &bytes) {
             warnings.push(format!("could not save the verification of {key}: {e}"));
         }
     }

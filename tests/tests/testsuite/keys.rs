@@ -206,9 +206,7 @@ fn a_stored_pruning_is_used_only_for_the_same_lockfile() {
     };
     let first = tests::analyze(root);
     let real = lockfile_of(&first);
-    let cache_file = root
-        .join(".images-cache")
-        .join(engine::prunecache::PRUNE_CACHE_FILE);
+    let cache_file = cache::Layout::new(root.join(".images-cache")).pruned_lockfiles();
     assert!(cache_file.is_file(), "the first plan stores its prunings");
     assert_eq!(lockfile_of(&tests::analyze(root)), real);
 

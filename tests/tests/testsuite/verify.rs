@@ -194,7 +194,7 @@ fn every_image_of_the_example_passes_and_is_verified_once_per_key() {
     assert!(!first.reused && first.report.ok, "{:#?}", first.report);
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
     let key = analysis.image(s).expect("image").key.to_hex();
-    let marker = engine::verify::marker_path(&analysis.cache_dir, &key);
+    let marker = cache::Layout::new(&analysis.cache_dir).verified(&key);
     assert!(marker.is_file(), "{}", marker.display());
     let second =
         engine::verify::verify_once(&docker, &analysis, s, &ids["course-service"]).expect("verify");

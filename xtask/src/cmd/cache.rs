@@ -54,10 +54,13 @@ impl Args {
                     docker.ping()?;
                     Some(docker.image_ids()?)
                 };
-                let report = store.gc(&mut |r| match &ids {
-                    None => false,
-                    Some(ids) => ids.contains(&r.image_id),
-                })?;
+                let report = store.gc(
+                    &mut |r| match &ids {
+                        None => false,
+                        Some(ids) => ids.contains(&r.image_id),
+                    },
+                    std::time::Duration::from_secs(7 * 24 * 3600),
+                )?;
                 if global.json {
                     output::json(&report)?;
                 } else {

@@ -32,7 +32,7 @@ impl Args {
                     );
                 }
             } else {
-                engine::hash::write_atomic(&abs, r.text.as_bytes())?;
+                cache::atomic::write(&abs, r.text.as_bytes())?;
                 if !global.json {
                     eprintln!("   wrote {}", r.path);
                 }

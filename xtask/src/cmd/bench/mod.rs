@@ -392,8 +392,8 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
         ));
     }
     let idx = |raw: &[Raw], id: &str| raw.iter().position(|r| r.id == id).unwrap_or(0);
-    let stat_cache = cache.join(engine::pipeline::STAT_CACHE_FILE);
-    let prune_cache = cache.join(engine::prunecache::PRUNE_CACHE_FILE);
+    let layout = cache::Layout::new(&cache);
+    let (stat_cache, prune_cache) = (layout.stat_cache(), layout.pruned_lockfiles());
     let dirty = dir.join("dirty");
 
     for run in 0..=ctx.runs {
