@@ -185,7 +185,7 @@ fn run() -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut opts = engine::watch::Options::new(pipeline::Options::new(&root));
     opts.debounce = Duration::from_millis(args.debounce);
-    opts.jobs = 2;
+    opts.run.jobs = 2;
     let watcher = Watcher::new(opts);
     let (b2, s2) = (builder.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
@@ -194,7 +194,11 @@ fn run() -> Result<(), String> {
                 let _ = tx.send(e);
             }
         };
-        watcher.run(b2.as_ref(), &on_event, &s2)
+        watcher.run(
+            engine::execute::Backend::builder(b2.as_ref()),
+            &on_event,
+            &s2,
+        )
     });
     let wait_idle = |what: &str| -> Result<Vec<Event>, String> {
         let mut seen = Vec::new();

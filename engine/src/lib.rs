@@ -28,6 +28,7 @@
 //! The engine returns data; only `xtask` prints.
 
 pub mod affected;
+pub mod cachedir;
 pub mod config;
 pub mod context;
 pub mod digest;
@@ -43,7 +44,11 @@ pub mod lockfile;
 pub mod pipeline;
 pub mod plan;
 pub mod prunecache;
-pub mod remote;
+pub mod publish;
+pub mod record;
+pub mod run;
+pub mod tags;
+pub mod tier;
 pub mod verify;
 pub mod watch;
 pub mod workspace;

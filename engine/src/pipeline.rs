@@ -28,6 +28,9 @@ pub struct Options {
     pub parallel: bool,
     /// Read and write the analysis caches (the default): the stat cache and the pruned lockfiles.
     pub stat_cache: bool,
+    /// Rewrite the analysis caches even when nothing new was hashed or pruned, so that with every
+    /// service analysed they hold exactly what is in use (`cache gc`).
+    pub compact_caches: bool,
 }
 
 impl Options {
@@ -39,6 +42,7 @@ impl Options {
             build_args: BTreeMap::new(),
             parallel: true,
             stat_cache: true,
+            compact_caches: false,
         }
     }
 
@@ -186,9 +190,10 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
 
     let t = Instant::now();
     let hash_stats = listing.stats;
-    let save = opts.stat_cache && hash_stats.hashed > 0;
-    let save_prunings = opts.stat_cache && listing.pruned_now > 0;
     let all_services = opts.services.is_empty();
+    let compact = opts.compact_caches && all_services;
+    let save = opts.stat_cache && (hash_stats.hashed > 0 || compact);
+    let save_prunings = opts.stat_cache && (listing.pruned_now > 0 || compact);
     let contexts = std::thread::scope(|scope| {
         // The caches are written while the contexts are assembled.
         let listed = &listing;

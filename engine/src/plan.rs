@@ -9,7 +9,8 @@ use rayon::prelude::*;
 
 use crate::digest::{FileDigest, ImageKey};
 use crate::key::{InputManifest, KeyManifest};
-use crate::pipeline::Analysis;
+use crate::pipeline::{Analysis, ImageInputs};
+use crate::tier::{LocalTier, Lookup, Miss, Tier, Want};
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,6 +31,11 @@ pub enum Reason {
     /// A record exists for the key but its image is gone from the engine.
     ImageMissing {
         image_id: String,
+    },
+    /// A record exists for the key but its image carries another key label (or none).
+    ImageMislabelled {
+        image_id: String,
+        found: Option<String>,
     },
     /// The previous build's inputs are not known (its record or manifest is gone).
     PreviousUnknown {
@@ -98,6 +104,11 @@ impl std::fmt::Display for Reason {
             Reason::ImageMissing { image_id } => {
                 write!(f, "the recorded image {image_id} is gone from the engine")
             }
+            Reason::ImageMislabelled { image_id, found } => write!(
+                f,
+                "the recorded image {image_id} carries the key label {}, not this key",
+                found.as_deref().unwrap_or("(none)")
+            ),
             Reason::PreviousUnknown { key } => write!(
                 f,
                 "the inputs of the previous build ({}) are unknown",
@@ -144,87 +155,123 @@ pub struct ImagePlan {
     pub image_id: Option<String>,
 }
 
-/// Decides, for each analysed image, whether it must be built.
-///
-/// `image_exists` tells whether a recorded image is still in the engine (a record whose image is
-/// gone is a miss, DESIGN.md principle 6); a dry run without an engine passes `|_| true`.
-pub fn plan(
-    analysis: &Analysis,
-    store: &cache::Store,
-    force: bool,
-    image_exists: &mut dyn FnMut(&cache::Record) -> bool,
-) -> Result<Vec<ImagePlan>> {
+/// Decides, for each analysed image, whether it must be built: the local tier is looked up
+/// (a record whose image is gone from the engine, or carries another key label, is a miss,
+/// DESIGN.md principle 6), and for an image never built under its key, what changed since the
+/// last build of its service.
+pub fn plan(analysis: &Analysis, local: &LocalTier<'_>, force: bool) -> Result<Vec<ImagePlan>> {
     let ws = &analysis.ws;
     let mut plans: Vec<ImagePlan> = Vec::new();
-    let mut diffs: Vec<usize> = Vec::new();
     for img in &analysis.images {
         let svc = &ws.services[img.service];
-        let key_hex = img.key.to_hex();
-        let mut reasons = Vec::new();
-        let mut image_id = None;
-        let record = store.get_record(&key_hex)?;
-        match &record {
-            Some(r) if image_exists(r) => {
-                image_id = Some(r.image_id.clone());
-            }
-            Some(r) => reasons.push(Reason::ImageMissing {
-                image_id: r.image_id.clone(),
-            }),
-            None => {}
-        }
-        if force {
-            reasons.insert(0, Reason::Forced);
-        }
-        // Without a record, the image is built; why is told by the diff below (`NeverBuilt`
-        // stands in until then).
-        if record.is_none() {
-            reasons.push(Reason::NeverBuilt);
-        }
-        let action = if reasons.is_empty() {
-            Action::Cached
-        } else {
-            Action::Build
-        };
-        plans.push(ImagePlan {
-            index: img.service,
-            service: svc.name.clone(),
-            image: svc.image.clone(),
-            key: img.key,
-            action,
-            reasons,
-            image_id: if action == Action::Cached {
-                image_id
-            } else {
-                None
-            },
-        });
-        if record.is_none() {
-            diffs.push(plans.len() - 1);
-        }
+        plans.push(decide(
+            img.service,
+            &svc.name,
+            &svc.image,
+            img.key,
+            local,
+            force,
+        )?);
     }
     // What changed since each service's last build: in parallel (each reads and parses a
     // recorded manifest of every file of the context).
+    let diffs: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i].reasons.contains(&Reason::NeverBuilt))
+        .collect();
     let found: Vec<Vec<Reason>> = diffs
         .par_iter()
-        .map(|&i| diff_against_last(analysis, store, &analysis.images[i]))
+        .map(|&i| {
+            let img = &analysis.images[i];
+            diff_against_last(local.records(), &ws.services[img.service].name, img)
+        })
         .collect::<Result<_>>()?;
     for (i, why) in diffs.into_iter().zip(found) {
-        let reasons = &mut plans[i].reasons;
-        reasons.retain(|r| *r != Reason::NeverBuilt);
-        reasons.extend(why);
+        explain_never_built(&mut plans[i].reasons, why);
     }
     Ok(plans)
 }
 
+/// The plan of one image, for a driver that plans as it goes (`watch`).
+pub(crate) fn plan_one(
+    index: usize,
+    service: &str,
+    image: &str,
+    inputs: &ImageInputs,
+    local: &LocalTier<'_>,
+) -> Result<ImagePlan> {
+    let mut p = decide(index, service, image, inputs.key, local, false)?;
+    if p.reasons.contains(&Reason::NeverBuilt) {
+        let why = diff_against_last(local.records(), service, inputs)?;
+        explain_never_built(&mut p.reasons, why);
+    }
+    Ok(p)
+}
+
+/// Looks an image up in the local tier: `cached` on a hit, else `build` and why (`NeverBuilt`
+/// stands in for what changed, told by [`diff_against_last`]).
+fn decide(
+    index: usize,
+    service: &str,
+    image: &str,
+    key: ImageKey,
+    local: &LocalTier<'_>,
+    force: bool,
+) -> Result<ImagePlan> {
+    let want = Want {
+        service,
+        image,
+        key: &key,
+    };
+    let mut reasons = Vec::new();
+    let mut image_id = None;
+    match local.lookup(&want)? {
+        Lookup::Hit(hit) => image_id = hit.image_id,
+        Lookup::Miss(Miss::ImageGone { image_id }) => {
+            reasons.push(Reason::ImageMissing { image_id })
+        }
+        Lookup::Miss(Miss::Mislabelled { image_id, found }) => {
+            reasons.push(Reason::ImageMislabelled {
+                image_id: image_id.unwrap_or_default(),
+                found,
+            })
+        }
+        Lookup::Miss(Miss::NotRecorded | Miss::NotFound) => reasons.push(Reason::NeverBuilt),
+    }
+    if force {
+        reasons.insert(0, Reason::Forced);
+    }
+    let action = if reasons.is_empty() {
+        Action::Cached
+    } else {
+        Action::Build
+    };
+    Ok(ImagePlan {
+        index,
+        service: service.to_string(),
+        image: image.to_string(),
+        key,
+        action,
+        reasons,
+        image_id: if action == Action::Cached {
+            image_id
+        } else {
+            None
+        },
+    })
+}
+
+fn explain_never_built(reasons: &mut Vec<Reason>, why: Vec<Reason>) {
+    reasons.retain(|r| *r != Reason::NeverBuilt);
+    reasons.extend(why);
+}
+
 /// The reasons an image's inputs differ from those of the last build of its service.
 fn diff_against_last(
-    analysis: &Analysis,
     store: &cache::Store,
-    img: &crate::pipeline::ImageInputs,
+    service: &str,
+    img: &ImageInputs,
 ) -> Result<Vec<Reason>> {
-    let ws = &analysis.ws;
-    let svc = &ws.services[img.service];
-    let Some(last) = store.last_built(&svc.name) else {
+    let Some(last) = store.last_built(service) else {
         return Ok(vec![Reason::NeverBuilt]);
     };
     let previous: Option<InputManifest> = store
@@ -374,37 +421,4 @@ fn diff_parts<'a>(
         });
     }
     reasons
-}
-
-/// Records a successful build: the input manifest as a blob, then the record (atomically).
-pub fn record_build(
-    store: &cache::Store,
-    analysis: &Analysis,
-    service: usize,
-    image_id: &str,
-    tags: Vec<String>,
-    duration_ms: u64,
-    log: Option<&[u8]>,
-) -> Result<cache::Record> {
-    let img = analysis
-        .image(service)
-        .ok_or_else(|| crate::Error::Other(format!("service {service} was not analysed")))?;
-    let ws = &analysis.ws;
-    let manifest = serde_json::to_vec(&img.input_manifest(ws)).unwrap_or_default();
-    let manifest = store.put_blob(&manifest)?;
-    let log = log.map(|l| store.put_blob(l)).transpose()?;
-    let record = cache::Record {
-        format: cache::RECORD_FORMAT,
-        key: img.key.to_hex(),
-        service: ws.services[service].name.clone(),
-        image: ws.services[service].image.clone(),
-        image_id: image_id.to_string(),
-        tags,
-        duration_ms,
-        created_at_ms: cache::now_ms(),
-        manifest,
-        log,
-    };
-    store.put_record(&record)?;
-    Ok(record)
 }

@@ -102,10 +102,6 @@ pub fn analyze(
     Ok(analysis)
 }
 
-pub fn open_store(analysis: &engine::pipeline::Analysis) -> anyhow::Result<cache::Store> {
-    Ok(cache::Store::open(&analysis.cache_dir)?)
-}
-
 /// A table with left-aligned columns.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -10,7 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{BuildError, BuildOutput, BuildRequest, Builder};
+use super::{BuildError, BuildOutput, BuildRequest, Builder, Images, LocalImage, Verifier};
+use crate::digest::ImageKey;
+use crate::tags::KEY_LABEL;
+use crate::verify::{Subject, Verified};
 use crate::{Error, Result};
 
 /// How the client builds.
@@ -176,8 +179,8 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Every image of the engine, from the Engine API: (id, repo:tags).
-fn api_images(socket: &Path) -> Option<Vec<(String, Vec<String>)>> {
+/// Every image of the engine, from the Engine API: its id, key label and `repo:tag`s.
+fn api_images(socket: &Path) -> Option<Vec<LocalImage>> {
     let (status, body) = api_get(socket, "/images/json?all=1")?;
     if status != 200 {
         return None;
@@ -198,10 +201,17 @@ fn api_images(socket: &Path) -> Option<Vec<(String, Vec<String>)>> {
                             .collect()
                     })
                     .unwrap_or_default();
-                Some((id, tags))
+                let key = i["Labels"][KEY_LABEL].as_str().map(str::to_string);
+                Some(LocalImage { id, key, tags })
             })
             .collect(),
     )
+}
+
+/// A label value as `docker image inspect --format` prints it: none when empty.
+fn label_value(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty() && v != "<no value>").then(|| v.to_string())
 }
 
 impl Docker {
@@ -334,52 +344,52 @@ impl Docker {
             .filter(|p| p.contains('/') && !p.starts_with('/') && !p.ends_with('/'))
     }
 
-    /// The ids (`sha256:...`) of every image in the engine.
-    pub fn image_ids(&self) -> Result<HashSet<String>> {
+    /// Every image of the engine (the Engine API when the socket is reachable, else two
+    /// `docker` processes whatever the number of images).
+    pub fn images(&self) -> Result<Vec<LocalImage>> {
         if let Some(images) = engine_socket().and_then(|s| api_images(&s)) {
-            return Ok(images.into_iter().map(|(id, _)| id).collect());
+            return Ok(images);
         }
-        let out = self
-            .cmd()
-            .args(["images", "-a", "-q", "--no-trunc"])
-            .output()
-            .map_err(|e| Error::io("run", &self.client, e))?;
-        if !out.status.success() {
-            return Err(Error::Other(format!(
-                "`docker images` failed: {}",
-                tail(&String::from_utf8_lossy(&out.stderr), 5)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect())
+        self.images_cli()
     }
 
-    /// `repository:tag` -> image id, for every tagged image.
-    pub fn tags(&self) -> Result<std::collections::HashMap<String, String>> {
-        if let Some(images) = engine_socket().and_then(|s| api_images(&s)) {
-            return Ok(images
-                .into_iter()
-                .flat_map(|(id, tags)| tags.into_iter().map(move |t| (t, id.clone())))
-                .collect());
+    /// [`Docker::images`] through the client.
+    fn images_cli(&self) -> Result<Vec<LocalImage>> {
+        let listed = self.run_ok(&[
+            "images",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.ID}}\t{{.Repository}}:{{.Tag}}",
+        ])?;
+        let mut by_id: std::collections::BTreeMap<String, LocalImage> = Default::default();
+        for line in listed.lines() {
+            let Some((id, tag)) = line.split_once('\t') else {
+                continue;
+            };
+            let img = by_id.entry(id.to_string()).or_insert_with(|| LocalImage {
+                id: id.to_string(),
+                ..LocalImage::default()
+            });
+            if tag != "<none>:<none>" {
+                img.tags.push(tag.to_string());
+            }
         }
-        let out = self
-            .cmd()
-            .args([
-                "images",
-                "--no-trunc",
-                "--format",
-                "{{.Repository}}:{{.Tag}} {{.ID}}",
-            ])
-            .output()
-            .map_err(|e| Error::io("run", &self.client, e))?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(t, id)| (t.to_string(), id.trim().to_string()))
-            .collect())
+        if !by_id.is_empty() {
+            let format = format!("{{{{.Id}}}}\t{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}");
+            let mut args = vec!["image", "inspect", "--format", format.as_str()];
+            args.extend(by_id.keys().map(String::as_str));
+            // An image removed meanwhile fails the whole command: then ask again, one by one.
+            let labels = self.run_ok(&args).unwrap_or_default();
+            for line in labels.lines() {
+                if let Some((id, key)) = line.split_once('\t') {
+                    if let Some(img) = by_id.get_mut(id) {
+                        img.key = label_value(key);
+                    }
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
     }
 
     /// Runs a docker subcommand, returning its stdout; failures keep the command and stderr tail.
@@ -401,34 +411,21 @@ impl Docker {
         }
     }
 
-    pub fn pull(&self, reference: &str) -> Result<()> {
-        self.run_ok(&["pull", "--quiet", reference]).map(|_| ())
+    /// The id and key label of a local image, if the engine has it.
+    fn inspect(&self, reference: &str) -> Option<LocalImage> {
+        let format = format!("{{{{.Id}}}}\t{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}");
+        let out = self
+            .run_ok(&["image", "inspect", "--format", &format, reference])
+            .ok()?;
+        let (id, key) = out.split_once('\t').unwrap_or((out.as_str(), ""));
+        id.starts_with("sha256:").then(|| LocalImage {
+            id: id.to_string(),
+            key: label_value(key),
+            tags: Vec::new(),
+        })
     }
 
-    pub fn push(&self, reference: &str) -> Result<()> {
-        self.run_ok(&["push", reference]).map(|_| ())
-    }
-
-    /// The id (`sha256:...`) of an image reference, if the engine has it.
-    pub fn image_id(&self, reference: &str) -> Option<String> {
-        self.run_ok(&["image", "inspect", "--format", "{{.Id}}", reference])
-            .ok()
-            .filter(|s| s.starts_with("sha256:"))
-    }
-
-    /// A label of a local image.
-    pub fn label(&self, reference: &str, label: &str) -> Result<Option<String>> {
-        let v = self.run_ok(&[
-            "image",
-            "inspect",
-            "--format",
-            &format!("{{{{index .Config.Labels \"{label}\"}}}}"),
-            reference,
-        ])?;
-        Ok((!v.is_empty() && v != "<no value>").then_some(v))
-    }
-
-    pub fn tag(&self, image_id: &str, tag: &str) -> Result<()> {
+    fn tag_image(&self, image_id: &str, tag: &str) -> Result<()> {
         let out = self
             .cmd()
             .args(["tag", image_id, tag])
@@ -497,7 +494,7 @@ impl Builder for Docker {
         }
         cmd.arg("-f").arg(&req.dockerfile);
         cmd.arg("--iidfile").arg(&iid);
-        // No `-t`: the tags are applied only once the build is known good (a context stream
+        // No `-t`: the run tags the image once it is verified and recorded (and a context stream
         // that failed half-way must not leave a key tag on a partial image).
         for (k, v) in &req.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
@@ -630,12 +627,45 @@ impl Builder for Docker {
                 &log,
             ));
         }
-        for t in &req.tags {
-            if let Err(e) = self.tag(&image_id, t) {
-                return Err(fail(e.to_string(), &log));
-            }
-        }
         Ok(BuildOutput { image_id, log })
+    }
+}
+
+impl Images for Docker {
+    fn list(&self) -> Result<Vec<LocalImage>> {
+        self.images()
+    }
+
+    fn tag(&self, image_id: &str, reference: &str) -> Result<()> {
+        self.tag_image(image_id, reference)
+    }
+
+    fn pull(&self, reference: &str) -> Result<LocalImage> {
+        self.run_ok(&["pull", "--quiet", reference])?;
+        self.inspect(reference)
+            .ok_or_else(|| Error::Other(format!("`{reference}` is missing after its pull")))
+    }
+
+    fn push(&self, image_id: &str, reference: &str) -> Result<()> {
+        self.tag_image(image_id, reference)?;
+        self.run_ok(&["push", reference]).map(|_| ())
+    }
+
+    fn platform(&self) -> Option<String> {
+        Docker::platform(self)
+    }
+}
+
+impl Verifier for Docker {
+    fn verify(
+        &self,
+        cache_dir: &Path,
+        subject: &Subject,
+        image: &str,
+        key: &ImageKey,
+        image_id: &str,
+    ) -> Result<Verified> {
+        crate::verify::verify_key(self, cache_dir, subject, image, key, image_id)
     }
 }
 
@@ -661,21 +691,24 @@ mod tests {
             return;
         };
         let docker = Docker::detect().expect("a docker client");
-        let api: HashSet<String> = api_images(&sock)
-            .expect("images from the API")
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let out = docker
-            .cmd()
-            .args(["images", "-a", "-q", "--no-trunc"])
-            .output()
-            .expect("docker images");
-        let cli: HashSet<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let sorted = |mut v: Vec<LocalImage>| {
+            for i in &mut v {
+                i.tags.sort();
+            }
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        };
+        // Other helpers build meanwhile: compare twice at most.
+        let mut last = None;
+        for _ in 0..3 {
+            let api = sorted(api_images(&sock).expect("images from the API"));
+            let cli = sorted(docker.images_cli().expect("images from the client"));
+            if api == cli {
+                return;
+            }
+            last = Some((api, cli));
+        }
+        let (api, cli) = last.expect("compared");
         assert_eq!(api, cli);
     }
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use rules::{BaseImage, Check, ImageConfig, Rule, Subject};
 
+use crate::digest::ImageKey;
 use crate::execute::docker::{tail, Docker};
 use crate::pipeline::Analysis;
 use crate::workspace::Workspace;
@@ -395,9 +396,7 @@ fn subject_digest(subject: &Subject) -> String {
 }
 
 /// Verifies the image just built (or found cached) for service `service` of `analysis`, once per
-/// key: the report is kept in `<cache_dir>/verified/<key>.json` and reused while the image id,
-/// [`VERIFY_VERSION`] and the service's [`Subject`] are unchanged. A failing report is kept too,
-/// so a cached image that broke a rule keeps failing without being read again.
+/// key (see [`verify_key`]).
 pub fn verify_once(
     docker: &Docker,
     analysis: &Analysis,
@@ -415,9 +414,32 @@ pub fn verify_once(
         ))
     })?;
     let subject = Subject::new(ws, service);
-    let digest = subject_digest(&subject);
-    let key = img.key.to_hex();
-    let path = cache::Layout::new(&analysis.cache_dir).verified(&key);
+    let image = &ws.services[service].image;
+    verify_key(
+        docker,
+        &analysis.cache_dir,
+        &subject,
+        image,
+        &img.key,
+        image_id,
+    )
+}
+
+/// Verifies the image `image_id` as the image `image` of `subject` at `key`, once per key: the report is
+/// kept in the cache directory's `verified/<key>.json` and reused while the image id,
+/// [`VERIFY_VERSION`] and the [`Subject`] are unchanged. A failing report is kept too, so a cached
+/// image that broke a rule keeps failing without being read again.
+pub fn verify_key(
+    docker: &Docker,
+    cache_dir: &std::path::Path,
+    subject: &Subject,
+    image: &str,
+    key: &ImageKey,
+    image_id: &str,
+) -> Result<Verified> {
+    let digest = subject_digest(subject);
+    let key_hex = key.to_hex();
+    let path = cache::Layout::new(cache_dir).verified(&key_hex);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(m) = serde_json::from_slice::<Marker>(&bytes) {
             if m.version == VERIFY_VERSION && m.image_id == image_id && m.subject == digest {
@@ -429,12 +451,8 @@ pub fn verify_once(
             }
         }
     }
-    let mut report = verify_image(docker, image_id, &subject)?;
-    report.image = format!(
-        "{}:{}",
-        ws.services[service].image,
-        crate::execute::key_tag(&img.key)
-    );
+    let mut report = verify_image(docker, image_id, subject)?;
+    report.image = format!("{image}:{}", crate::tags::key_tag(key));
     let marker = Marker {
         version: VERIFY_VERSION,
         image_id: image_id.to_string(),
@@ -446,7 +464,7 @@ pub fn verify_once(
     if report.image_id.is_some() {
         let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
         if let Err(e) = cache::atomic::write(&path, &bytes) {
-            warnings.push(format!("could not save the verification of {key}: {e}"));
+            warnings.push(format!("could not save the verification of {key_hex}: {e}"));
         }
     }
     Ok(Verified {

@@ -1,51 +1,32 @@
-//! The watch's build scheduler: which images to build after a batch, and what to do when a build
-//! ends.
+//! The watch's side of the run: which images to hand the run after a batch, and what a finished
+//! job means to the watch (its events, which key `latest` holds, `compose up`).
 //!
-//! Rules: an image is built when its key is neither cached (a record whose image still exists)
-//! nor the key of its last failed build. At most one build of an image runs; a change to its
-//! inputs meanwhile leaves exactly one follow-up, which is nothing more than "its key differs from
-//! the running build's", looked at again when that build ends, so there can never be two pending.
-//! Other images build in parallel up to `jobs`, an image after the in-repo images it builds
-//! `FROM`. A key that is cached again (an edit undone) needs no build: `<image>:latest` is pointed
-//! back at its image.
+//! Rules: an image is submitted when its key is neither the one its `latest` holds nor the key
+//! of its last failed job, and no job of that key is under way. The run ([`crate::run`]) does the
+//! rest exactly as for `images`: local tier, remote tier, build, verify, record, publish, in DAG
+//! order, `jobs` at a time, one job per image at a time; a key that moves while its image builds
+//! leaves exactly one follow-up (the newest key), and the build it supersedes records nothing.
+//! A key that is cached again (an edit undone) needs no build: `latest` is pointed back at it.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use crate::digest::ImageKey;
-use crate::execute::docker::{step_of, Docker};
-use crate::execute::{self, BuildError, BuildOutput, Builder};
-use crate::plan::{self, Action, ImagePlan};
+use crate::run::{self, ImageReport, Outcome, Runner};
+use crate::tier::{Lookup, Tier, Want};
 
 use super::compose::Compose;
 use super::state::{Changed, State};
 use super::{BuildResult, Event, Msg};
 
-/// What the scheduler works with.
-pub struct Ctx<'a> {
-    pub builder: &'a dyn Builder,
+/// What the watch's side works with.
+pub(crate) struct Ctx<'a> {
+    pub runner: &'a Runner<'a>,
     pub on_event: &'a (dyn Fn(Event) + Sync),
-    pub store: &'a cache::Store,
     pub tx: Sender<Msg>,
-    pub work_dir: PathBuf,
-    pub logs_dir: PathBuf,
-    pub docker: Option<&'a Docker>,
     pub compose: Option<&'a Compose>,
-    pub jobs: usize,
-}
-
-/// A build that ended.
-#[derive(Debug)]
-pub struct Done {
-    service: String,
-    key: ImageKey,
-    result: Result<BuildOutput, BuildError>,
-    duration: Duration,
 }
 
 /// A `compose up` that ended.
@@ -57,26 +38,20 @@ pub struct UpDone {
     duration: Duration,
 }
 
-struct Running {
-    key: ImageKey,
-    cancel: Arc<AtomicBool>,
-}
-
 #[derive(Default)]
-pub struct Scheduler {
-    running: HashMap<String, Running>,
-    /// The key whose build failed last, per service: not tried again until the key moves.
-    failed: HashMap<String, ImageKey>,
-    /// The key whose image `<image>:latest` points at, per service, as far as we know.
+pub(crate) struct Builds {
+    /// The key whose image `<image>:latest` holds, per service, as far as we know.
     live: HashMap<String, ImageKey>,
-    /// Image ids in the engine (`None`: no engine to ask; records are trusted).
-    known_ids: Option<HashSet<String>>,
+    /// The key whose job failed last, per service: not tried again until the key moves.
+    failed: HashMap<String, ImageKey>,
+    /// The key last submitted per service, until its job is reported.
+    inflight: HashMap<String, ImageKey>,
+    /// The key being built per service.
+    building: HashMap<String, ImageKey>,
     /// The file that last changed each service's key.
     triggers: HashMap<String, String>,
     /// Services whose key moved while a build of them ran.
     follow_ups: HashSet<String>,
-    /// The queued key announced per service (so it is said once).
-    announced: HashMap<String, ImageKey>,
     /// The service whose `compose up` runs: one at a time, since two at once race to create the
     /// project's network (Compose v1 then makes two, and every later `up` fails).
     up_running: Option<String>,
@@ -87,336 +62,170 @@ pub struct Scheduler {
     stopping: bool,
 }
 
-impl Scheduler {
-    /// What the engine already has: its image ids and which key each `latest` tag points at.
+impl Builds {
+    /// What the engine already holds: the images whose key is cached and named by `latest`.
     pub fn init(&mut self, state: &State, cx: &Ctx<'_>) -> crate::Result<()> {
         let a = &state.analysis;
-        let tags = match cx.docker {
-            Some(d) => {
-                self.known_ids = Some(d.image_ids()?);
-                Some(d.tags()?)
-            }
-            None => None,
-        };
+        let local = &cx.runner.local;
+        local.refresh();
         for img in &a.images {
             let svc = &a.ws.services[img.service];
-            let Some(record) = cx.store.get_record(&img.key.to_hex())? else {
-                continue;
+            let want = Want {
+                service: &svc.name,
+                image: &svc.image,
+                key: &img.key,
             };
-            let live = match &tags {
-                Some(t) => t.get(&format!("{}:latest", svc.image)) == Some(&record.image_id),
-                None => true,
-            };
-            if live {
-                self.live.insert(svc.name.clone(), img.key);
+            if let Lookup::Hit(hit) = local.lookup(&want)? {
+                let latest = hit
+                    .image_id
+                    .as_deref()
+                    .is_none_or(|id| local.is_latest(&svc.image, id));
+                if latest {
+                    self.live.insert(svc.name.clone(), img.key);
+                }
             }
         }
         Ok(())
     }
 
+    /// Nothing is under way.
     pub fn is_idle(&self) -> bool {
-        self.running.is_empty() && self.up_running.is_none() && self.up_queue.is_empty()
+        self.inflight.is_empty() && self.up_running.is_none() && self.up_queue.is_empty()
     }
 
-    /// Notes the keys a batch moved: their triggers, and follow-ups of running builds.
+    /// Notes the keys a batch moved: their triggers.
     pub fn note(&mut self, changed: &[Changed]) {
         for c in changed {
             if c.new.is_none() {
                 self.triggers.remove(&c.service);
-                continue;
-            }
-            self.triggers.insert(c.service.clone(), c.trigger.clone());
-            if let Some(r) = self.running.get(&c.service) {
-                if Some(r.key) != c.new {
-                    self.follow_ups.insert(c.service.clone());
-                }
+            } else {
+                self.triggers.insert(c.service.clone(), c.trigger.clone());
             }
         }
     }
 
-    /// Plans every image against the cache and starts the builds that can start.
-    pub fn evaluate<'s, 'e: 's>(
-        &mut self,
-        state: &State,
-        cx: &'e Ctx<'e>,
-        scope: &'s Scope<'s, 'e>,
-    ) {
-        // A retag that finds its image gone makes the plan change: look twice at most.
-        for _ in 0..2 {
-            if !self.evaluate_once(state, cx, scope) {
-                break;
-            }
-        }
-    }
-
-    fn evaluate_once<'s, 'e: 's>(
-        &mut self,
-        state: &State,
-        cx: &'e Ctx<'e>,
-        scope: &'s Scope<'s, 'e>,
-    ) -> bool {
+    /// Hands the run every image whose key is not the one it holds.
+    pub fn evaluate(&mut self, state: &State, cx: &Ctx<'_>) {
         if self.stopping {
-            return false;
+            return;
         }
         let a = &state.analysis;
-        let ids = &self.known_ids;
-        let plans = match plan::plan(a, cx.store, false, &mut |r| {
-            ids.as_ref().is_none_or(|s| s.contains(&r.image_id))
-        }) {
-            Ok(p) => p,
-            Err(e) => {
-                (cx.on_event)(Event::Error {
-                    message: format!("cannot plan: {e}"),
-                });
-                return false;
-            }
-        };
-        for w in cx.store.take_warnings() {
-            (cx.on_event)(Event::Warning { message: w });
-        }
-        let to_build: HashSet<usize> = plans
-            .iter()
-            .filter(|p| p.action == Action::Build && self.failed.get(&p.service) != Some(&p.key))
-            .map(|p| p.index)
-            .collect();
-        let mut again = false;
-        for p in &plans {
-            match p.action {
-                Action::Cached => {
-                    // A build of another key runs: its image will have to be replaced by this
-                    // one, once it ends.
-                    if self.running.contains_key(&p.service)
-                        || self.live.get(&p.service) == Some(&p.key)
-                    {
-                        continue;
-                    }
-                    self.failed.remove(&p.service);
-                    self.announced.remove(&p.service);
-                    let Some(id) = p.image_id.clone() else {
-                        continue;
-                    };
-                    match self.retag(cx, p, &id) {
-                        Ok(()) => {
-                            self.live.insert(p.service.clone(), p.key);
-                            self.triggers.remove(&p.service);
-                            (cx.on_event)(Event::Restored {
-                                service: p.service.clone(),
-                                key: p.key.to_hex(),
-                                image_id: id,
-                            });
-                            self.up(&p.service, &p.image, cx, scope);
-                        }
-                        Err(message) => {
-                            (cx.on_event)(Event::Warning { message });
-                            if let Some(ids) = &mut self.known_ids {
-                                ids.remove(&id);
-                            }
-                            again = true;
-                        }
-                    }
+        for img in &a.images {
+            let name = &a.ws.services[img.service].name;
+            let key = img.key;
+            match self.inflight.get(name) {
+                Some(k) if *k == key => continue,
+                Some(_) => {}
+                None if self.live.get(name) == Some(&key)
+                    || self.failed.get(name) == Some(&key) =>
+                {
+                    continue
                 }
-                Action::Build => {
-                    if self.failed.get(&p.service) == Some(&p.key) {
-                        continue;
-                    }
-                    if let Some(r) = self.running.get(&p.service) {
-                        if r.key != p.key {
-                            self.announce(
-                                cx,
-                                p,
-                                "a build of it is running; one more build follows",
-                            );
-                        }
-                        continue;
-                    }
-                    let dep = a.graph.image_deps[p.index].iter().find(|d| {
-                        to_build.contains(*d) || self.running.contains_key(&a.ws.services[**d].name)
-                    });
-                    if let Some(d) = dep {
-                        let why =
-                            format!("waits for {}, which it builds FROM", a.ws.services[*d].name);
-                        self.announce(cx, p, &why);
-                        continue;
-                    }
-                    if self.running.len() >= cx.jobs.max(1) {
-                        self.announce(cx, p, "waits for a free job (--jobs)");
-                        continue;
-                    }
-                    self.start(state, p, cx, scope);
-                }
+                None => {}
             }
+            if self.building.contains_key(name) {
+                self.follow_ups.insert(name.clone());
+            }
+            self.inflight.insert(name.clone(), key);
+            cx.runner.submit(cx.runner.job(a, img));
         }
-        again
     }
 
-    fn announce(&mut self, cx: &Ctx<'_>, p: &ImagePlan, why: &str) {
-        if self.announced.get(&p.service) == Some(&p.key) {
-            return;
-        }
-        self.announced.insert(p.service.clone(), p.key);
-        (cx.on_event)(Event::Queued {
-            service: p.service.clone(),
-            key: p.key.to_hex(),
-            why: why.to_string(),
-        });
-    }
-
-    fn retag(&self, cx: &Ctx<'_>, p: &ImagePlan, id: &str) -> Result<(), String> {
-        let Some(docker) = cx.docker else {
-            return Ok(());
-        };
-        for tag in [
-            format!("{}:latest", p.image),
-            format!("{}:{}", p.image, execute::key_tag(&p.key)),
-        ] {
-            docker
-                .tag(id, &tag)
-                .map_err(|e| format!("cannot point `{tag}` at the cached image: {e}"))?;
-        }
-        Ok(())
-    }
-
-    fn start<'s, 'e: 's>(
+    /// An event of the run, on the watch's thread.
+    pub fn on_run_event<'s, 'e: 's>(
         &mut self,
-        state: &State,
-        p: &ImagePlan,
+        e: run::Event,
         cx: &'e Ctx<'e>,
         scope: &'s Scope<'s, 'e>,
     ) {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let Some(req) = execute::request(&state.analysis, p, cancel.clone(), cx.work_dir.clone())
-        else {
-            return;
-        };
-        self.announced.remove(&p.service);
-        (cx.on_event)(Event::BuildStarted {
-            service: p.service.clone(),
-            key: p.key.to_hex(),
-            trigger: self.triggers.get(&p.service).cloned(),
-            reasons: p.reasons.iter().map(|r| r.to_string()).collect(),
-            follow_up: self.follow_ups.remove(&p.service),
-        });
-        self.running
-            .insert(p.service.clone(), Running { key: p.key, cancel });
-        let (tx, builder, on_event) = (cx.tx.clone(), cx.builder, cx.on_event);
-        let (service, key) = (p.service.clone(), p.key);
-        scope.spawn(move || {
-            let t = Instant::now();
-            let on_line = |line: &str| {
-                if let Some(step) = step_of(line) {
-                    on_event(Event::BuildStep {
-                        service: service.clone(),
-                        step,
-                    });
-                }
-            };
-            let result = builder.build(&req, &on_line);
-            let _ = tx.send(Msg::Done(Done {
+        let emit = cx.on_event;
+        match e {
+            run::Event::Planned(_) | run::Event::Line { .. } => {}
+            run::Event::Waiting { service, key, why } => emit(Event::Queued {
+                service,
+                key: key.to_hex(),
+                why,
+            }),
+            run::Event::Started {
                 service,
                 key,
-                result,
-                duration: t.elapsed(),
-            }));
-        });
+                reasons,
+            } => {
+                self.building.insert(service.clone(), key);
+                emit(Event::BuildStarted {
+                    trigger: self.triggers.get(&service).cloned(),
+                    reasons: reasons.iter().map(|r| r.to_string()).collect(),
+                    follow_up: self.follow_ups.remove(&service),
+                    key: key.to_hex(),
+                    service,
+                });
+            }
+            run::Event::Step { service, step } => emit(Event::BuildStep { service, step }),
+            run::Event::Pulling { service, reference } => emit(Event::Registry {
+                service,
+                message: format!("pulling from {reference}"),
+            }),
+            run::Event::Registry { service, message } => emit(Event::Registry { service, message }),
+            run::Event::Warning { message } => emit(Event::Warning { message }),
+            run::Event::Finished(r) => self.finished(*r, cx, scope),
+        }
     }
 
-    /// A build ended: record it (when its key is still the image's), report it, bring the
-    /// compose service up.
-    pub fn finished<'s, 'e: 's>(
-        &mut self,
-        d: Done,
-        state: &State,
-        cx: &'e Ctx<'e>,
-        scope: &'s Scope<'s, 'e>,
-    ) {
-        self.running.remove(&d.service);
-        let a = &state.analysis;
-        let index = a
-            .images
-            .iter()
-            .map(|i| i.service)
-            .find(|&s| a.ws.services[s].name == d.service);
-        let superseded = state.key_of(&d.service) != Some(d.key);
-        let duration_ms = d.duration.as_millis() as u64;
-        match d.result {
-            Ok(out) => {
-                if let Some(ids) = &mut self.known_ids {
-                    ids.insert(out.image_id.clone());
-                }
-                self.live.insert(d.service.clone(), d.key);
-                self.failed.remove(&d.service);
-                let mut recorded = false;
-                if let (false, Some(s)) = (superseded, index) {
-                    let image = &a.ws.services[s].image;
-                    let tags = vec![
-                        format!("{image}:latest"),
-                        format!("{image}:{}", execute::key_tag(&d.key)),
-                    ];
-                    match plan::record_build(
-                        cx.store,
-                        a,
-                        s,
-                        &out.image_id,
-                        tags,
-                        duration_ms,
-                        Some(&out.log),
-                    ) {
-                        Ok(_) => recorded = true,
-                        Err(e) => (cx.on_event)(Event::Warning {
-                            message: format!("could not record the build of {}: {e}", d.service),
-                        }),
-                    }
-                }
-                (cx.on_event)(Event::BuildFinished {
-                    service: d.service.clone(),
-                    key: d.key.to_hex(),
-                    result: BuildResult::Built,
-                    image_id: Some(out.image_id),
-                    duration_ms,
-                    recorded,
-                    superseded,
-                    error: None,
-                    log_tail: None,
-                    log: None,
-                });
-                if let Some(s) = index {
-                    let image = a.ws.services[s].image.clone();
-                    self.up(&d.service, &image, cx, scope);
-                }
+    /// A job ended: what `latest` holds now, the event, and `compose up`.
+    fn finished<'s, 'e: 's>(&mut self, r: ImageReport, cx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
+        if self.building.get(&r.service) == Some(&r.key) {
+            self.building.remove(&r.service);
+        }
+        if self.inflight.get(&r.service) == Some(&r.key) {
+            self.inflight.remove(&r.service);
+        }
+        let emit = cx.on_event;
+        let good = r.error.is_none() && !r.verify_failed();
+        if r.outcome == Outcome::Cached && good {
+            self.live.insert(r.service.clone(), r.key);
+            self.failed.remove(&r.service);
+            self.triggers.remove(&r.service);
+            emit(Event::Restored {
+                service: r.service.clone(),
+                key: r.key.to_hex(),
+                image_id: r.image_id.clone().unwrap_or_default(),
+                registry: r.registry.clone(),
+            });
+            self.up(&r.service, &r.image, cx, scope);
+            return;
+        }
+        let result = match r.outcome {
+            Outcome::Built if good => BuildResult::Built,
+            Outcome::Skipped if r.skipped_because.as_deref() == Some("interrupted") => {
+                BuildResult::Interrupted
             }
-            Err(e) => {
-                let result = if e.interrupted {
-                    BuildResult::Interrupted
-                } else {
-                    BuildResult::Failed
-                };
-                let mut log = None;
-                if !e.interrupted {
-                    if !superseded {
-                        self.failed.insert(d.service.clone(), d.key);
-                    }
-                    let path = cx
-                        .logs_dir
-                        .join(format!("{}-{}.log", d.service, d.key.short(12)));
-                    let saved = std::fs::create_dir_all(&cx.logs_dir)
-                        .and_then(|()| std::fs::write(&path, e.log_tail.as_bytes()));
-                    if saved.is_ok() {
-                        log = Some(path.display().to_string());
-                    }
-                }
-                (cx.on_event)(Event::BuildFinished {
-                    service: d.service,
-                    key: d.key.to_hex(),
-                    result,
-                    image_id: None,
-                    duration_ms,
-                    recorded: false,
-                    superseded,
-                    error: Some(e.message),
-                    log_tail: (!e.log_tail.is_empty()).then_some(e.log_tail),
-                    log,
-                });
-            }
+            Outcome::Skipped => BuildResult::Skipped,
+            _ if r.interrupted => BuildResult::Interrupted,
+            _ => BuildResult::Failed,
+        };
+        if result == BuildResult::Built && r.recorded {
+            self.live.insert(r.service.clone(), r.key);
+            self.failed.remove(&r.service);
+        }
+        if matches!(result, BuildResult::Failed | BuildResult::Skipped) && !r.superseded {
+            self.failed.insert(r.service.clone(), r.key);
+        }
+        let error = r.error.clone().or_else(|| r.skipped_because.clone());
+        emit(Event::BuildFinished {
+            service: r.service.clone(),
+            key: r.key.to_hex(),
+            result,
+            image_id: r.image_id.clone(),
+            duration_ms: r.duration.map(|d| d.as_millis() as u64).unwrap_or(0),
+            recorded: r.recorded,
+            superseded: r.superseded,
+            error,
+            log_tail: r.log_tail.clone(),
+            log: r.log.as_ref().map(|p| p.display().to_string()),
+            registry: r.registry.clone(),
+        });
+        if result == BuildResult::Built && r.recorded {
+            self.up(&r.service, &r.image, cx, scope);
         }
     }
 
@@ -479,17 +288,15 @@ impl Scheduler {
         }
     }
 
-    /// Stops: running builds are cancelled (they end as interrupted, recording nothing) and no
-    /// build or `up` starts any more.
-    pub fn stop(&mut self) {
+    /// Stops: the run cancels its builds (they end as interrupted, recording nothing) and skips
+    /// what waits; no `up` starts any more.
+    pub fn stop(&mut self, cx: &Ctx<'_>) {
         self.stopping = true;
         self.up_queue.clear();
-        for r in self.running.values() {
-            r.cancel.store(true, Ordering::SeqCst);
-        }
+        cx.runner.stop();
     }
 
-    /// Whether a build or an `up` still runs.
+    /// Whether a job or an `up` is still under way.
     pub fn busy(&self) -> bool {
         !self.is_idle()
     }

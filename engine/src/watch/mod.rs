@@ -8,8 +8,10 @@
 //! 3. [`state`]: the batch's paths move the analysis forward: files a context holds are re-hashed
 //!    in place (only they are read); anything else (a workspace file, a file added or removed, a
 //!    directory, a lost event) runs the pipeline's analysis again, warm.
-//! 4. [`builds`]: the images whose key is not cached are built (`jobs` at a time, one build per
-//!    image, one follow-up at most), recorded, and, with compose, brought up.
+//! 4. [`builds`]: the images whose key moved are handed to the run ([`crate::run`]), which does
+//!    for them what it does for `images` (local tier, remote tier, build, verify, record, publish;
+//!    `jobs` at a time, one build per image, one follow-up at most); with compose, they are
+//!    brought up.
 //!
 //! The engine emits [`Event`]s; the CLI prints them. Errors are split by severity, as watchexec
 //! does: a watch that cannot start is an error of `run`; a failed build, a workspace that does
@@ -28,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::execute::docker::Docker;
-use crate::execute::Builder;
+use crate::execute::Backend;
 use crate::pipeline;
+use crate::run::{RunOptions, Runner};
 use crate::Result;
 
 use self::compose::Compose;
@@ -44,6 +46,8 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 const MAX_BATCH: Duration = Duration::from_secs(2);
 /// How often the loop looks at its stop flag when nothing happens.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a stopping watch waits for its cancelled builds to end.
+const STOP_WAIT: Duration = Duration::from_secs(60);
 /// How often a degraded watch (some directories unwatched) rescans.
 const DEGRADED_RESCAN: Duration = Duration::from_secs(2);
 
@@ -54,11 +58,9 @@ pub struct Options {
     pub pipeline: pipeline::Options,
     /// The quiet period that ends a batch of events.
     pub debounce: Duration,
-    /// Builds at once (at least one).
-    pub jobs: usize,
-    /// The engine, to check that a cached image still exists and to point `latest` back at a
-    /// cached image. `None` trusts the records (for a builder that is not Docker).
-    pub docker: Option<Docker>,
+    /// How each batch's run goes: jobs at once, verification, the cache registry, publishing.
+    /// It always keeps going past a failure; its cancel flag is the watch's own.
+    pub run: RunOptions,
     /// `--up`: the compose client and file.
     pub compose: Option<Compose>,
 }
@@ -68,10 +70,7 @@ impl Options {
         Options {
             pipeline,
             debounce: DEFAULT_DEBOUNCE,
-            jobs: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            docker: None,
+            run: RunOptions::default(),
             compose: None,
         }
     }
@@ -82,8 +81,11 @@ impl Options {
 #[serde(rename_all = "snake_case")]
 pub enum BuildResult {
     Built,
+    /// The build, its verification, or recording it failed.
     Failed,
     Interrupted,
+    /// Not built: an image it builds FROM failed.
+    Skipped,
 }
 
 /// What the watch reports, in order. Serialized as one JSON object per event, tagged `event`.
@@ -163,12 +165,24 @@ pub enum Event {
         /// Where the log of a failed build was saved.
         #[serde(skip_serializing_if = "Option::is_none")]
         log: Option<String>,
+        /// What reached a registry (the cache registry's key tag, release tags).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        registry: Vec<String>,
     },
-    /// The key is cached (an edit undone): `latest` points at its image again, no build.
+    /// The key is cached (an edit undone, or found in the cache registry): `latest` points at
+    /// its image again, no build.
     Restored {
         service: String,
         key: String,
         image_id: String,
+        /// Where it came from when not from the local cache.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        registry: Vec<String>,
+    },
+    /// A registry tier or release: pulling, pushed, tagged.
+    Registry {
+        service: String,
+        message: String,
     },
     /// `compose up` after a build.
     Up {
@@ -202,7 +216,7 @@ pub enum Event {
 #[derive(Debug)]
 pub enum Msg {
     Fs(FsMsg),
-    Done(builds::Done),
+    Run(crate::run::Event),
     UpDone(builds::UpDone),
 }
 
@@ -246,12 +260,14 @@ impl Watcher {
         }
     }
 
-    /// Watches until `stop` is set: analyses, builds what is not cached, then rebuilds on every
-    /// change. Fails only when the watch cannot start (the workspace does not parse at start,
-    /// the cache cannot be opened, the watches cannot be added); everything later is an event.
+    /// Watches until `stop` is set: analyses, brings every image up to date, then again on every
+    /// change, through `backend` (Docker, or a fake builder alone: then records are trusted and
+    /// nothing is tagged or verified). Fails only when the watch cannot start (the workspace does
+    /// not parse at start, the cache cannot be opened, the watches cannot be added, an option is
+    /// invalid); everything later is an event.
     pub fn run(
         &self,
-        builder: &dyn Builder,
+        backend: Backend<'_>,
         on_event: &(dyn Fn(Event) + Sync),
         stop: &AtomicBool,
     ) -> Result<()> {
@@ -275,12 +291,13 @@ impl Watcher {
         for w in std::mem::take(&mut state.analysis.warnings) {
             on_event(Event::Warning { message: w });
         }
+        let jobs = opts.run.jobs.max(1);
         on_event(Event::Watching {
             root: root.display().to_string(),
             services: state.keys().into_keys().collect(),
             directories: fs.watched_count(),
             debounce_ms: opts.debounce.as_millis() as u64,
-            jobs: opts.jobs.max(1),
+            jobs,
             keys: state.keys(),
             compose: opts
                 .compose
@@ -288,22 +305,29 @@ impl Watcher {
                 .map(|c| format!("{} -f {}", c.version, c.file.display())),
         });
 
-        let cache_dir = state.analysis.cache_dir.clone();
-        let cx = builds::Ctx {
-            builder,
-            on_event,
-            store: &store,
-            tx,
-            work_dir: cache_dir.join("work"),
-            logs_dir: cache_dir.join("logs"),
-            docker: opts.docker.as_ref(),
-            compose: opts.compose.as_ref(),
-            jobs: opts.jobs.max(1),
+        // The run's events come to this loop, in order with the file events.
+        let run_tx = tx.clone();
+        let forward = move |e: crate::run::Event| {
+            if !matches!(e, crate::run::Event::Line { .. }) {
+                let _ = run_tx.send(Msg::Run(e));
+            }
         };
-        std::fs::create_dir_all(&cx.work_dir)
-            .map_err(|e| crate::Error::io("create directory", &cx.work_dir, e))?;
-        let mut sched = builds::Scheduler::default();
-        sched.init(&state, &cx)?;
+        let run_opts = RunOptions {
+            jobs,
+            keep_going: true,
+            force: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+            ..opts.run.clone()
+        };
+        let runner = Runner::new(&store, &state.analysis, &run_opts, backend, &forward)?;
+        let cx = builds::Ctx {
+            runner: &runner,
+            on_event,
+            tx,
+            compose: opts.compose.as_ref(),
+        };
+        let mut builds = builds::Builds::default();
+        builds.init(&state, &cx)?;
         let debounce = Debounce {
             quiet: opts.debounce,
             max: MAX_BATCH.max(opts.debounce * 4),
@@ -312,8 +336,11 @@ impl Watcher {
 
         std::thread::scope(|scope| {
             let cx = &cx;
-            sched.evaluate(&state, cx, scope);
-            if sched.is_idle() {
+            for _ in 0..jobs {
+                scope.spawn(|| cx.runner.work());
+            }
+            builds.evaluate(&state, cx);
+            if builds.is_idle() {
                 on_event(Event::Idle { keys: state.keys() });
             }
             // The last analysis failed (a file mid-edit): the next batch analyses again.
@@ -346,12 +373,12 @@ impl Watcher {
                                 "the file watch reported an error".to_string()
                             });
                         }
-                        Msg::Done(d) => {
-                            sched.finished(d, &state, cx, scope);
-                            ended = true;
+                        Msg::Run(e) => {
+                            ended |= matches!(e, crate::run::Event::Finished(_));
+                            builds.on_run_event(e, cx, scope);
                         }
                         Msg::UpDone(u) => {
-                            sched.up_done(u, cx, scope);
+                            builds.up_done(u, cx, scope);
                             ended = true;
                         }
                     }
@@ -380,7 +407,7 @@ impl Watcher {
                     broken = !self.handle_batch(
                         &mut state,
                         &mut fs,
-                        &mut sched,
+                        &mut builds,
                         &paths,
                         force,
                         first_event,
@@ -388,18 +415,19 @@ impl Watcher {
                     );
                 }
                 if (handled || ended) && !broken {
-                    sched.evaluate(&state, cx, scope);
+                    builds.evaluate(&state, cx);
                 }
-                if (handled || ended) && !broken && sched.is_idle() {
+                if (handled || ended) && !broken && builds.is_idle() {
                     on_event(Event::Idle { keys: state.keys() });
                 }
             }
             // Stop: running builds are cancelled and end as interrupted; nothing more starts.
-            sched.stop();
-            while sched.busy() {
+            builds.stop(cx);
+            let deadline = Instant::now() + STOP_WAIT;
+            while builds.busy() && Instant::now() < deadline {
                 match rx.recv_timeout(TICK) {
-                    Ok(Msg::Done(d)) => sched.finished(d, &state, cx, scope),
-                    Ok(Msg::UpDone(u)) => sched.up_done(u, cx, scope),
+                    Ok(Msg::Run(e)) => builds.on_run_event(e, cx, scope),
+                    Ok(Msg::UpDone(u)) => builds.up_done(u, cx, scope),
                     Ok(Msg::Fs(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -417,7 +445,7 @@ impl Watcher {
         &self,
         state: &mut State,
         fs: &mut FsWatch,
-        sched: &mut builds::Scheduler,
+        builds: &mut builds::Builds,
         paths: &[String],
         force: Option<String>,
         first_event: Option<Instant>,
@@ -480,7 +508,7 @@ impl Watcher {
                 files: c.files,
             });
         }
-        sched.note(&applied.changed);
+        builds.note(&applied.changed);
         true
     }
 

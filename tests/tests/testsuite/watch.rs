@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::execute::{BuildError, BuildOutput, BuildRequest, Builder, KEY_LABEL};
+use engine::execute::{Backend, BuildError, BuildOutput, BuildRequest, Builder, KEY_LABEL};
 use engine::watch::{BuildResult, Event, FaultInjector, Watcher};
 use proptest::prelude::*;
 use tests::{keys, project, Fixture};
@@ -128,16 +128,20 @@ fn start(root: &Path, builder: Arc<CountingBuilder>, debounce_ms: u64, jobs: usi
     popts.cache_dir = Some(root.join(".images-cache"));
     let mut opts = engine::watch::Options::new(popts);
     opts.debounce = Duration::from_millis(debounce_ms);
-    opts.jobs = jobs;
-    let r = spawn(Watcher::new(opts), builder);
+    opts.run.jobs = jobs;
+    let r = spawn(Watcher::new(opts), builder, |b| Backend::builder(b));
     r.wait("the watch to start and settle", 0, |e| {
         matches!(e, Event::Idle { .. })
     });
     r
 }
 
-/// Runs `watcher` with `builder` on a thread of its own.
-fn spawn<B: Builder + Send + 'static>(watcher: Watcher, builder: Arc<B>) -> Running {
+/// Runs `watcher` with `builder` on a thread of its own, as the backend `backend` makes of it.
+fn spawn<B: Builder + Send + 'static>(
+    watcher: Watcher,
+    builder: Arc<B>,
+    backend: fn(&B) -> Backend<'_>,
+) -> Running {
     let faults = watcher.fault_injector();
     let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,7 +153,7 @@ fn spawn<B: Builder + Send + 'static>(watcher: Watcher, builder: Arc<B>) -> Runn
             c.notify_all();
         };
         watcher
-            .run(builder.as_ref(), &on_event, &s)
+            .run(backend(builder.as_ref()), &on_event, &s)
             .map_err(|e| e.to_string())
     });
     Running {
@@ -477,7 +481,8 @@ fn a_change_during_a_build_queues_exactly_one_follow_up() {
     assert_eq!(
         finished,
         [(true, false), (false, true)],
-        "only the last build is recorded"
+        "only the last build is recorded: {}",
+        describe(&events[mark..])
     );
     assert!(events[mark..].iter().any(|e| matches!(
         e,

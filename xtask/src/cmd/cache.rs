@@ -1,4 +1,5 @@
-//! `cargo xtask cache stats|gc|verify`: look after the local content-addressed store.
+//! `cargo xtask cache stats|gc|verify`: look after the local cache directory, every part of it
+//! (the engine's `cachedir` decides; this module prints).
 
 use crate::{output, Global};
 
@@ -10,10 +11,12 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Count records and blobs, and their size on disk
+    /// Count records and blobs, and the size of every part of the cache directory
     Stats,
-    /// Remove records whose image is gone from the engine (all records with --all), unreferenced
-    /// blobs older than an hour and stale temp files
+    /// Remove records whose image is gone from the engine (all records with --all), what only
+    /// they used (blobs, verification markers), stat cache entries and pruned lockfiles the
+    /// workspace no longer uses, stale scratch and temp files, and failure logs of keys that are
+    /// not current or older than a week
     Gc {
         /// Remove every record, whether or not its image exists
         #[arg(long)]
@@ -30,10 +33,9 @@ impl Args {
             .cache_dir
             .clone()
             .unwrap_or_else(|| engine::pipeline::default_cache_dir(&root));
-        let store = cache::Store::open(&dir)?;
         match self.action {
             Action::Stats => {
-                let s = store.stats()?;
+                let s = engine::cachedir::stats(&dir)?;
                 if global.json {
                     output::json(&s)?;
                 } else {
@@ -43,24 +45,46 @@ impl Args {
                     println!("size       {:.1} KiB", s.bytes as f64 / 1024.0);
                     println!("corrupt    {} (moved aside)", s.corrupt);
                     println!("temp files {}", s.tmp);
+                    for p in &s.parts {
+                        println!(
+                            "  {:<22} {:>6} file(s) {:>10.1} KiB",
+                            p.name,
+                            p.files,
+                            p.bytes as f64 / 1024.0
+                        );
+                    }
+                    println!("total      {:.1} KiB", s.total_bytes as f64 / 1024.0);
+                    for u in &s.unknown {
+                        output::warn(&format!(
+                            "`{}` in the cache directory is not the engine's",
+                            dir.join(u).display()
+                        ));
+                    }
                 }
                 Ok(0)
             }
             Action::Gc { all } => {
-                let ids = if all {
+                let docker = if all {
                     None
                 } else {
                     let docker = engine::execute::docker::Docker::detect()?;
                     docker.ping()?;
-                    Some(docker.image_ids()?)
+                    Some(docker)
                 };
-                let report = store.gc(
-                    &mut |r| match &ids {
-                        None => false,
-                        Some(ids) => ids.contains(&r.image_id),
+                let mut workspace = engine::pipeline::Options::new(root);
+                workspace.cache_dir = Some(dir.clone());
+                let report = engine::cachedir::gc(
+                    &dir,
+                    docker.as_ref().map(|d| d as &dyn engine::execute::Images),
+                    &engine::cachedir::GcOptions {
+                        all,
+                        retention: engine::cachedir::DEFAULT_RETENTION,
+                        workspace: Some(workspace),
                     },
-                    std::time::Duration::from_secs(7 * 24 * 3600),
                 )?;
+                for w in &report.warnings {
+                    output::warn(w);
+                }
                 if global.json {
                     output::json(&report)?;
                 } else {
@@ -71,10 +95,21 @@ impl Args {
                         report.tmp_removed,
                         report.bytes_freed as f64 / 1024.0
                     );
+                    println!(
+                        "and {} verification markers, {} stat cache entries, {} pruned lockfiles, {} scratch files, {} logs, {} last-built pointers, {} corrupt entries",
+                        report.markers_removed,
+                        report.stat_entries_removed,
+                        report.prunings_removed,
+                        report.work_removed,
+                        report.logs_removed,
+                        report.pointers_removed,
+                        report.corrupt_removed
+                    );
                 }
                 Ok(0)
             }
             Action::Verify => {
+                let store = cache::Store::open(&dir)?;
                 let report = store.verify()?;
                 if global.json {
                     output::json(&report)?;

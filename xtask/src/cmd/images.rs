@@ -1,5 +1,8 @@
 //! `cargo xtask images`: plan, and build the images whose key is not cached.
 
+use std::sync::atomic::Ordering;
+
+use engine::execute::docker::Docker;
 use serde::Serialize;
 
 use crate::{output, Global};
@@ -18,9 +21,6 @@ pub struct Args {
     /// Keep building the other images when one fails
     #[arg(long)]
     pub keep_going: bool,
-    /// A build argument for every image, `NAME=VALUE` (part of the key); repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
     /// Only the services a git diff touches (see `cargo xtask affected`); needs --base
     #[arg(long, requires = "base")]
     pub affected: bool,
@@ -30,6 +30,16 @@ pub struct Args {
     /// With --affected: the head revision [default: the working tree]
     #[arg(long, value_name = "REF")]
     pub head: Option<String>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// The flags of a run, shared by `images` and `watch`.
+#[derive(Debug, clap::Args)]
+pub struct RunFlags {
+    /// A build argument for every image, `NAME=VALUE` (part of the key); repeatable
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_args: Vec<String>,
     /// Push each image to --registry (or the cache registry) under its key tag and every --tag;
     /// a key the registry already holds is tagged by copying its manifest (no layer moves)
     #[arg(long)]
@@ -51,6 +61,23 @@ pub struct Args {
     /// per key; see `cargo xtask verify`)
     #[arg(long)]
     pub no_verify: bool,
+}
+
+impl RunFlags {
+    /// The run's options.
+    pub fn options(&self, global: &Global) -> engine::run::RunOptions {
+        let defaults = engine::run::RunOptions::default();
+        engine::run::RunOptions {
+            jobs: global.jobs.unwrap_or(defaults.jobs).max(1),
+            verify: !self.no_verify,
+            cache_registry: self.cache_registry.clone(),
+            cache_read_only: self.cache_read_only,
+            push: self.push,
+            registry: self.registry.clone(),
+            tags: self.tags.clone(),
+            ..defaults
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -80,9 +107,13 @@ pub struct ImageJson {
     pub verify: Option<engine::verify::Report>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct ImagesJson {
     pub images: Vec<ImageJson>,
+    /// With --dry-run: whether records were checked against an engine (else `cached` means only
+    /// that a build is recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_checked: Option<bool>,
 }
 
 pub fn parse_build_args(
@@ -105,14 +136,7 @@ impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
         let mut opts = output::options(global)?;
         opts.services = self.services.clone();
-        opts.build_args = parse_build_args(&self.build_args)?;
-        for t in &self.tags {
-            engine::workspace::validate_tag(t)
-                .map_err(|e| anyhow::anyhow!("invalid --tag: {e}"))?;
-        }
-        if self.push && self.cache_read_only {
-            anyhow::bail!("--push and --cache-read-only contradict each other\n  hint: read-only builds (pull requests) never push");
-        }
+        opts.build_args = parse_build_args(&self.run.build_args)?;
         if self.affected {
             let base = self.base.clone().unwrap_or_default();
             let a = engine::affected::affected(&engine::affected::AffectedOptions {
@@ -127,7 +151,7 @@ impl Args {
             }
             if wanted.is_empty() {
                 if global.json {
-                    output::json(&ImagesJson { images: Vec::new() })?;
+                    output::json(&ImagesJson::default())?;
                 } else {
                     eprintln!("no service is affected by the changes since {}", a.base);
                 }
@@ -139,42 +163,55 @@ impl Args {
             opts.services = wanted;
         }
         let analysis = output::analyze(global, &opts)?;
-        let store = output::open_store(&analysis)?;
-        if !self.dry_run {
-            let code = build(self, global, &analysis, &store);
-            // The process exits next: the OS frees the analysis faster than its destructors
-            // (300k shared paths on a large monorepo), as rustc and cargo do.
-            std::mem::forget(analysis);
-            return code;
+        let code = if self.dry_run {
+            self.dry_run(global, &analysis)
+        } else {
+            self.build(global, &analysis)
+        };
+        // The process exits next: the OS frees the analysis faster than its destructors
+        // (300k shared paths on a large monorepo), as rustc and cargo do.
+        std::mem::forget(analysis);
+        code
+    }
+
+    /// The run's options from the flags.
+    fn options(&self, global: &Global) -> engine::run::RunOptions {
+        engine::run::RunOptions {
+            keep_going: self.keep_going,
+            force: self.force,
+            ..self.run.options(global)
         }
-        let plans = engine::plan::plan(&analysis, &store, self.force, &mut |_| true)?;
-        for w in store.take_warnings() {
-            output::warn(&w);
+    }
+
+    /// The plan, checked against the engine when one answers.
+    fn dry_run(
+        &self,
+        global: &Global,
+        analysis: &engine::pipeline::Analysis,
+    ) -> anyhow::Result<i32> {
+        let docker = Docker::detect().and_then(|d| d.ping().map(|_| d));
+        let images = docker
+            .as_ref()
+            .ok()
+            .map(|d| d as &dyn engine::execute::Images);
+        let dry = engine::run::plan(analysis, images, self.force)?;
+        for w in &dry.warnings {
+            output::warn(w);
         }
+        if let Err(e) = &docker {
+            output::note(&format!(
+                "could not check the engine, so `cached` means only that a build is recorded: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+        }
+        let plans = &dry.plans;
         if global.json {
-            let images = plans
-                .iter()
-                .map(|p| ImageJson {
-                    service: p.service.clone(),
-                    image: p.image.clone(),
-                    key: p.key.to_hex(),
-                    action: match p.action {
-                        engine::plan::Action::Build => "build".into(),
-                        engine::plan::Action::Cached => "cached".into(),
-                    },
-                    reasons: p.reasons.iter().map(|r| r.to_string()).collect(),
-                    image_id: p.image_id.clone(),
-                    duration_ms: None,
-                    reason_details: p.reasons.clone(),
-                    error: None,
-                    log: None,
-                    registry: Vec::new(),
-                    verify: None,
-                })
-                .collect();
-            output::json(&ImagesJson { images })?;
-            std::mem::forget(plans);
-            std::mem::forget(analysis); // see above
+            let images = plans.iter().map(ImageJson::planned).collect();
+            output::json(&ImagesJson {
+                images,
+                engine_checked: Some(dry.checked),
+            })?;
+            std::mem::forget(dry);
             return Ok(0);
         }
         let rows: Vec<Vec<String>> = plans
@@ -184,10 +221,7 @@ impl Args {
                     p.service.clone(),
                     p.image.clone(),
                     p.key.short(12),
-                    match p.action {
-                        engine::plan::Action::Build => "build".into(),
-                        engine::plan::Action::Cached => "cached".into(),
-                    },
+                    plan_action(p.action).to_string(),
                     if p.reasons.is_empty() {
                         "-".to_string()
                     } else {
@@ -215,389 +249,135 @@ impl Args {
             analysis.hash_stats.files,
             analysis.hash_stats.hashed
         );
-        std::mem::forget(plans);
-        std::mem::forget(analysis); // see above
+        std::mem::forget(dry);
         Ok(0)
+    }
+
+    /// The real run: one call to the engine, then the report.
+    fn build(&self, global: &Global, analysis: &engine::pipeline::Analysis) -> anyhow::Result<i32> {
+        let docker = Docker::detect()?;
+        docker.ping()?;
+        if let Some(w) = docker.legacy_warning() {
+            output::warn(&w);
+        }
+        let opts = self.options(global);
+        {
+            let cancel = opts.cancel.clone();
+            let _ = ctrlc::set_handler(move || {
+                if cancel.swap(true, Ordering::SeqCst) {
+                    // A second Ctrl-C: stop now; nothing unfinished was recorded.
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupted: stopping the builds (nothing unfinished is recorded)");
+            });
+        }
+        let reporter = crate::report::Reporter::new(global.json, opts.jobs);
+        let summary = engine::run::run(
+            analysis,
+            &opts,
+            engine::execute::Backend::docker(&docker),
+            &|e| reporter.event(e),
+        );
+        reporter.finish();
+        let summary = summary?;
+        for r in &summary.images {
+            print_failure(r);
+        }
+        if global.json {
+            output::json(&ImagesJson {
+                images: summary.images.iter().map(ImageJson::ran).collect(),
+                engine_checked: None,
+            })?;
+        } else {
+            let c = summary.counts();
+            if c.verify_failed > 0 {
+                eprintln!(
+                    "error: {} image(s) break the architecture's rules (details: `cargo xtask verify`)",
+                    c.verify_failed
+                );
+            }
+            eprintln!(
+                "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
+                c.built,
+                c.cached,
+                c.failed,
+                c.skipped,
+                crate::report::fmt_duration(summary.elapsed),
+                crate::report::fmt_duration(summary.saved),
+            );
+        }
+        Ok(summary.exit_code())
     }
 }
 
-/// The real run: plan against the engine's images, build what is not cached, record, report.
-fn build(
-    args: Args,
-    global: &Global,
-    analysis: &engine::pipeline::Analysis,
-    store: &cache::Store,
-) -> anyhow::Result<i32> {
-    use engine::execute::{self, docker::Docker, Outcome};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+/// What went wrong with one image, on stderr (even with --json: stdout holds the document,
+/// stderr the story).
+fn print_failure(r: &engine::run::ImageReport) {
+    if let Some(v) = &r.verify {
+        for c in v.failures() {
+            eprintln!(
+                "error: {} breaks the rule `{}`: {}",
+                r.service, c.rule, c.message
+            );
+        }
+    }
+    match (&r.error, &r.log_tail) {
+        (Some(error), Some(tail)) => eprintln!(
+            "\nerror: building {} failed: {error}\n--- last lines of the log (whole log: {}) ---\n{tail}\n---",
+            r.service,
+            r.log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "not saved".to_string()),
+        ),
+        (Some(error), None) if !r.verify_failed() => eprintln!("error: {error}"),
+        _ => {}
+    }
+}
 
-    let docker = Docker::detect()?;
-    docker.ping()?;
-    if let Some(w) = docker.legacy_warning() {
-        output::warn(&w);
+fn plan_action(a: engine::plan::Action) -> &'static str {
+    match a {
+        engine::plan::Action::Build => "build",
+        engine::plan::Action::Cached => "cached",
     }
-    let ids = docker.image_ids()?;
-    let mut plans = engine::plan::plan(analysis, store, args.force, &mut |r| {
-        ids.contains(&r.image_id)
-    })?;
-    let cache_spec = args
-        .cache_registry
-        .clone()
-        .or_else(|| analysis.ws.config.images.cache_registry.clone());
-    let remote = cache_spec
-        .as_deref()
-        .map(|s| {
-            let platform = analysis
-                .ws
-                .config
-                .images
-                .platform
-                .clone()
-                .or_else(|| docker.platform());
-            engine::remote::RemoteCache::new(s, args.cache_read_only)?
-                .with_platform(platform.as_deref())
-        })
-        .transpose()?;
-    let publish_spec = if args.push {
-        Some(args.registry.clone().or(cache_spec.clone()).ok_or_else(|| {
-            anyhow::anyhow!("--push needs a registry\n  hint: pass --registry HOST[:PORT]/NAMESPACE (or --cache-registry)")
-        })?)
-    } else {
-        None
-    };
-    let publish = publish_spec
-        .as_deref()
-        .map(cache::registry::Registry::parse)
-        .transpose()?;
-    // service -> where it came from, when not built here
-    let mut via_registry: std::collections::HashMap<usize, Vec<String>> = Default::default();
-    let mut refuse_push: std::collections::HashSet<usize> = Default::default();
-    if let Some(remote) = &remote {
-        for p in plans.iter_mut() {
-            if p.action != engine::plan::Action::Build || args.force {
-                continue;
-            }
-            match remote.lookup(&p.image, &p.key)? {
-                engine::remote::Lookup::Hit { .. } => {
-                    let reference = remote
-                        .registry
-                        .reference(&p.image, &execute::key_tag(&p.key));
-                    let same_registry = publish.as_ref().is_some_and(|r| {
-                        r.host == remote.registry.host && r.namespace == remote.registry.namespace
-                    });
-                    if same_registry {
-                        // Publishing to the registry that holds it: nothing to pull or build.
-                        p.action = engine::plan::Action::Cached;
-                        p.image_id = None;
-                        via_registry.insert(p.index, vec![format!("in {reference}")]);
-                        continue;
-                    }
-                    if !global.json {
-                        eprintln!("   pulling {} from {reference}", p.service);
-                    }
-                    let id = remote.pull(&docker, &p.image, &p.key)?;
-                    engine::plan::record_build(
-                        store,
-                        analysis,
-                        p.index,
-                        &id,
-                        vec![
-                            format!("{}:latest", p.image),
-                            format!("{}:{}", p.image, execute::key_tag(&p.key)),
-                        ],
-                        0,
-                        None,
-                    )?;
-                    p.action = engine::plan::Action::Cached;
-                    p.image_id = Some(id);
-                    via_registry.insert(p.index, vec![format!("pulled from {reference}")]);
-                }
-                engine::remote::Lookup::Mismatch { found } => {
-                    output::warn(&format!(
-                        "`{}` is labelled with key {}, not {}: refused; building {} here instead",
-                        remote
-                            .registry
-                            .reference(&p.image, &execute::key_tag(&p.key)),
-                        found.as_deref().unwrap_or("(none)"),
-                        p.key.to_hex(),
-                        p.service
-                    ));
-                    refuse_push.insert(p.index);
-                }
-                engine::remote::Lookup::Miss => {}
-            }
-        }
-    }
-    for w in store.take_warnings() {
-        output::warn(&w);
-    }
-    let ws = &analysis.ws;
+}
 
-    // Cached images: make `<image>:latest` (and the key tag) point at the cached image.
-    let tags = docker.tags()?;
-    for p in plans
-        .iter()
-        .filter(|p| p.action == engine::plan::Action::Cached)
-    {
-        if let Some(id) = &p.image_id {
-            for t in [
-                format!("{}:latest", p.image),
-                format!("{}:{}", p.image, execute::key_tag(&p.key)),
-            ] {
-                if tags.get(&t) != Some(id) {
-                    docker.tag(id, &t)?;
-                }
-            }
-        }
-    }
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: stop now; nothing unfinished was recorded.
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: stopping the builds (nothing unfinished is recorded)");
-        });
-    }
-
-    let names: Vec<String> = ws.services.iter().map(|s| s.name.clone()).collect();
-    let expected = |s: usize| {
-        store
-            .last_built(&ws.services[s].name)
-            .and_then(|l| store.get_record(&l.key).ok().flatten())
-            .map(|r| r.duration_ms)
-            .unwrap_or(30_000)
-    };
-    let to_build: Vec<(usize, u64)> = plans
-        .iter()
-        .filter(|p| p.action == engine::plan::Action::Build)
-        .map(|p| (p.index, expected(p.index)))
-        .collect();
-    if !global.json {
-        for p in plans
-            .iter()
-            .filter(|p| p.action == engine::plan::Action::Build)
-        {
-            let why: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
-            eprintln!("   {} needs a build: {}", p.service, why.join("; "));
-        }
-    }
-    let work_dir = analysis.cache_dir.join("work");
-    std::fs::create_dir_all(&work_dir)?;
-    let jobs = global.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
-    let reporter = crate::report::Shared::new(global.json, names.clone(), &to_build, jobs);
-    let started = std::time::Instant::now();
-    let outcomes = execute::run(
-        analysis,
-        &plans,
-        &docker,
-        &execute::RunOptions {
-            jobs,
-            keep_going: args.keep_going,
-            cancel: cancel.clone(),
-            work_dir,
-        },
-        &|e| reporter.event(e),
-    );
-    reporter.finish();
-
-    // Record what was built; save the logs of failures.
-    let logs_dir = analysis.cache_dir.join("logs");
-    let mut json_images = Vec::new();
-    let (mut built, mut cached, mut failed, mut skipped) = (0, 0, 0, 0);
-    let mut saved_ms = 0u64;
-    let mut verify_failed = 0;
-    for p in &plans {
-        let mut failure = None;
-        let outcome = outcomes.get(&p.index);
-        let (action, image_id, duration_ms) = match outcome {
-            Some(Outcome::Cached { image_id }) => {
-                cached += 1;
-                saved_ms += expected(p.index);
-                ("cached", image_id.clone(), None)
-            }
-            Some(Outcome::Built {
-                image_id,
-                duration,
-                log,
-            }) => {
-                built += 1;
-                let tags = vec![
-                    format!("{}:latest", p.image),
-                    format!("{}:{}", p.image, execute::key_tag(&p.key)),
-                ];
-                engine::plan::record_build(
-                    store,
-                    analysis,
-                    p.index,
-                    image_id,
-                    tags,
-                    duration.as_millis() as u64,
-                    Some(log),
-                )?;
-                if let Some(remote) = &remote {
-                    if !refuse_push.contains(&p.index)
-                        && remote.push(&docker, &p.image, &p.key, image_id)?
-                    {
-                        let r = remote
-                            .registry
-                            .reference(&p.image, &execute::key_tag(&p.key));
-                        if !global.json {
-                            eprintln!("   pushed {r}");
-                        }
-                        via_registry
-                            .entry(p.index)
-                            .or_default()
-                            .push(format!("pushed {r}"));
-                    }
-                }
-                (
-                    "built",
-                    Some(image_id.clone()),
-                    Some(duration.as_millis() as u64),
-                )
-            }
-            Some(Outcome::Failed {
-                error,
-                duration,
-                log,
-            }) => {
-                failed += 1;
-                std::fs::create_dir_all(&logs_dir)?;
-                let path = logs_dir.join(format!("{}-{}.log", p.service, p.key.short(12)));
-                std::fs::write(&path, log)?;
-                // On stderr even with --json: stdout holds the document, stderr the story.
-                eprintln!(
-                    "\nerror: building {} failed: {}\n--- last lines of the log (whole log: {}) ---\n{}\n---",
-                    p.service,
-                    error.message,
-                    path.display(),
-                    error.log_tail
-                );
-                failure = Some((error.message.clone(), path.display().to_string()));
-                ("failed", None, Some(duration.as_millis() as u64))
-            }
-            Some(Outcome::Skipped { .. }) | None => {
-                skipped += 1;
-                ("skipped", None, None)
-            }
-        };
-        // Verify what is built or cached against the architecture's rules (once per key).
-        let mut verify_json = None;
-        if let (false, Some(id), false) = (args.no_verify, &image_id, interrupted_now(&cancel)) {
-            let v = engine::verify::verify_once(&docker, analysis, p.index, id)?;
-            for w in &v.warnings {
-                output::warn(w);
-            }
-            if !v.report.ok {
-                verify_failed += 1;
-                for c in v.report.failures() {
-                    eprintln!(
-                        "error: {} breaks the rule `{}`: {}",
-                        p.service, c.rule, c.message
-                    );
-                }
-            }
-            verify_json = Some(v.report);
-        }
-        let verified_ok = verify_json.as_ref().is_none_or(|r| r.ok);
-        // Publish release tags of what is built or cached (and passes verification).
-        if let (Some(reg), Some(a)) = (&publish, outcome) {
-            if matches!(a, Outcome::Built { .. } | Outcome::Cached { .. })
-                && verified_ok
-                && !refuse_push.contains(&p.index)
-            {
-                let tags = if args.tags.is_empty() {
-                    vec!["latest".to_string()]
-                } else {
-                    args.tags.clone()
-                };
-                let local = image_id.clone().or_else(|| {
-                    docker.image_id(&format!("{}:{}", p.image, execute::key_tag(&p.key)))
-                });
-                let how = engine::remote::publish(
-                    reg,
-                    &docker,
-                    &p.image,
-                    &p.key,
-                    &tags,
-                    local.as_deref(),
-                )?;
-                let what = match how {
-                    engine::remote::Published::ManifestCopied { .. } => {
-                        "tagged in the registry (manifest copied, no layer moved)"
-                    }
-                    engine::remote::Published::Pushed => "pushed",
-                };
-                for t in &tags {
-                    let r = reg.reference(&p.image, t);
-                    if !global.json {
-                        eprintln!("   {r}: {what}");
-                    }
-                    via_registry
-                        .entry(p.index)
-                        .or_default()
-                        .push(format!("{r}: {what}"));
-                }
-            }
-        }
-        let mut reasons: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
-        if let Some(Outcome::Skipped { because }) = outcome {
-            reasons.push(format!("skipped: {because}"));
-        }
-        json_images.push(ImageJson {
+impl ImageJson {
+    fn planned(p: &engine::plan::ImagePlan) -> ImageJson {
+        ImageJson {
             service: p.service.clone(),
             image: p.image.clone(),
             key: p.key.to_hex(),
-            action: action.to_string(),
-            reasons,
-            image_id,
-            duration_ms,
+            action: plan_action(p.action).to_string(),
+            reasons: p.reasons.iter().map(|r| r.to_string()).collect(),
+            image_id: p.image_id.clone(),
+            duration_ms: None,
             reason_details: p.reasons.clone(),
-            error: failure.as_ref().map(|f| f.0.clone()),
-            log: failure.map(|f| f.1),
-            registry: via_registry.remove(&p.index).unwrap_or_default(),
-            verify: verify_json,
-        });
-    }
-    let interrupted = cancel.load(Ordering::SeqCst);
-    if global.json {
-        output::json(&ImagesJson {
-            images: json_images,
-        })?;
-    } else {
-        if verify_failed > 0 {
-            eprintln!(
-                "error: {verify_failed} image(s) break the architecture's rules (details: `cargo xtask verify`)"
-            );
+            error: None,
+            log: None,
+            registry: Vec::new(),
+            verify: None,
         }
-        eprintln!(
-            "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
-            built,
-            cached,
-            failed,
-            skipped,
-            crate::report::fmt_duration(started.elapsed()),
-            crate::report::fmt_duration(std::time::Duration::from_millis(saved_ms)),
-        );
     }
-    Ok(if interrupted {
-        130
-    } else if failed > 0 || skipped > 0 || verify_failed > 0 {
-        1
-    } else {
-        0
-    })
-}
 
-fn interrupted_now(cancel: &std::sync::atomic::AtomicBool) -> bool {
-    cancel.load(std::sync::atomic::Ordering::SeqCst)
+    fn ran(r: &engine::run::ImageReport) -> ImageJson {
+        let mut reasons: Vec<String> = r.reasons.iter().map(|x| x.to_string()).collect();
+        if let Some(because) = &r.skipped_because {
+            reasons.push(format!("skipped: {because}"));
+        }
+        ImageJson {
+            service: r.service.clone(),
+            image: r.image.clone(),
+            key: r.key.to_hex(),
+            action: r.outcome.as_str().to_string(),
+            reasons,
+            image_id: r.image_id.clone(),
+            duration_ms: r.duration.map(|d| d.as_millis() as u64),
+            reason_details: r.reasons.clone(),
+            error: r.error.clone(),
+            log: r.log.as_ref().map(|p| p.display().to_string()),
+            registry: r.registry.clone(),
+            verify: r.verify.clone(),
+        }
+    }
 }

@@ -38,16 +38,15 @@ pub struct Args {
     /// docker-compose.yml at the root]
     #[arg(long, value_name = "FILE", requires = "up")]
     pub compose_file: Option<PathBuf>,
-    /// A build argument for every image, `NAME=VALUE` (part of the key); repeatable
-    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
-    pub build_args: Vec<String>,
+    #[command(flatten)]
+    pub run: crate::cmd::images::RunFlags,
 }
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
         let mut popts = output::options(global)?;
         popts.services = self.services.clone();
-        popts.build_args = crate::cmd::images::parse_build_args(&self.build_args)?;
+        popts.build_args = crate::cmd::images::parse_build_args(&self.run.build_args)?;
         let docker = Docker::detect()?;
         docker.ping()?;
         if let Some(w) = docker.legacy_warning() {
@@ -70,10 +69,7 @@ impl Args {
         };
         let mut opts = engine::watch::Options::new(popts);
         opts.debounce = Duration::from_millis(self.debounce.max(1));
-        if let Some(j) = global.jobs {
-            opts.jobs = j.max(1);
-        }
-        opts.docker = Some(docker.clone());
+        opts.run = self.run.options(global);
         opts.compose = compose;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -94,7 +90,11 @@ impl Args {
             .context("failed to install the Ctrl-C handler")?;
         }
         let printer = Printer::new(global);
-        Watcher::new(opts).run(&docker, &|e| printer.event(e), &stop)?;
+        Watcher::new(opts).run(
+            engine::execute::Backend::docker(&docker),
+            &|e| printer.event(e),
+            &stop,
+        )?;
         printer.finish();
         Ok(0)
     }
@@ -280,6 +280,10 @@ fn plain_line(e: &Event, verbose: bool) -> Option<String> {
                     image_id.as_deref().map(short_id).unwrap_or("-")
                 ),
                 BuildResult::Interrupted => format!("   {service}: interrupted after {d}"),
+                BuildResult::Skipped => format!(
+                    "   {service}: skipped: {}",
+                    error.as_deref().unwrap_or("-")
+                ),
                 BuildResult::Failed => format!(
                     "   {service}: FAILED after {d}: {}{note}{}{}",
                     error.as_deref().unwrap_or("-"),
@@ -294,9 +298,16 @@ fn plain_line(e: &Event, verbose: bool) -> Option<String> {
             }
         }
         Event::Restored {
-            service, image_id, ..
+            service,
+            image_id,
+            registry,
+            ..
         } => format!(
-            "   {service}: cached again: latest is {} (no build)",
+            "   {service}: {}: latest is {} (no build)",
+            registry
+                .first()
+                .map(String::as_str)
+                .unwrap_or("cached again"),
             short_id(image_id)
         ),
         Event::Up {
@@ -315,6 +326,7 @@ fn plain_line(e: &Event, verbose: bool) -> Option<String> {
                 e.as_deref().unwrap_or("-")
             ),
         },
+        Event::Registry { service, message } => format!("   {service}: {message}"),
         Event::Rescan { reason } => format!("warning: rescanning everything: {reason}"),
         Event::Warning { message } => format!("warning: {message}"),
         Event::Error { message } => format!("error: {message}"),
@@ -429,7 +441,9 @@ impl Bars {
                     self.multi.suspend(|| eprintln!("{service}: {rest}"));
                 }
             }
-            Event::Restored { ref service, .. } | Event::Up { ref service, .. } => {
+            Event::Restored { ref service, .. }
+            | Event::Up { ref service, .. }
+            | Event::Registry { ref service, .. } => {
                 let service = service.clone();
                 let line = plain_line(&e, false).unwrap_or_default();
                 let msg = line

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::execute::KEY_LABEL;
+use engine::execute::{Backend, KEY_LABEL};
 use engine::watch::{BuildResult, Event, Watcher};
 use tests::{docker, docker_ok, project, remove_images, Fixture};
 
@@ -101,9 +101,12 @@ fn a_change_during_a_real_build_ends_with_an_image_of_the_last_content() {
     let mut popts = engine::pipeline::Options::new(fx.root());
     popts.services = vec!["a".into()];
     let mut opts = engine::watch::Options::new(popts);
-    opts.docker = Some(docker_client.clone());
-    opts.jobs = 1;
-    let w = spawn(Watcher::new(opts), Arc::new(docker_client));
+    opts.run.jobs = 1;
+    // The fixture's trivial Dockerfiles are not seed-style images: no verification gate.
+    opts.run.verify = false;
+    let w = spawn(Watcher::new(opts), Arc::new(docker_client), |d| {
+        Backend::docker(d)
+    });
     // The first build starts at once (nothing is cached); edit twice while it runs.
     let s = w.wait("the first build", 0, |e| {
         matches!(e, Event::BuildStarted { .. })
@@ -221,6 +224,8 @@ fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
         .args([
             "watch",
             "--json",
+            // The fixture's trivial Dockerfiles are not seed-style images: no verification gate.
+            "--no-verify",
             "--up",
             "--debounce",
             "100",

@@ -1,0 +1,167 @@
+//! The cache directory as a whole (`cache stats`, `cache gc`): every part the layout names
+//! ([`cache::layout`]) is reported and cleaned, so a cache used for months stays bounded.
+//!
+//! `gc` removes:
+//! - records whose image is gone from the engine or carries another key label (every record with
+//!   `all`), the blobs only they named, last-built pointers to a removed record, stale temp files,
+//!   corrupt entries past the retention ([`cache::Store::gc`]);
+//! - verification markers of keys that have no record any more;
+//! - stat cache entries of files no context holds, and pruned lockfiles no service uses (the
+//!   workspace is analysed once, and both caches rewritten to exactly what it uses);
+//! - scratch files in `work/` older than an hour (builds remove their own);
+//! - failure logs of services that are gone, of keys that are no longer the service's, or past
+//!   the retention.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cache::{GcReport, Layout, Stats};
+
+use crate::execute::Images;
+use crate::hash::StatCache;
+use crate::pipeline;
+use crate::prunecache::PruneCache;
+use crate::Result;
+
+/// How long corrupt entries and failure logs are kept by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What `gc` cleans.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Remove every record, whether or not its image exists.
+    pub all: bool,
+    /// How long corrupt entries and failure logs are kept.
+    pub retention: Duration,
+    /// The workspace, analysed (every service) to know which stat entries, prunings and logs are
+    /// in use; `None` leaves those parts alone.
+    pub workspace: Option<pipeline::Options>,
+}
+
+/// The store's counts and every part's size.
+pub fn stats(cache_dir: &Path) -> Result<Stats> {
+    Ok(cache::Store::open(cache_dir)?.stats()?)
+}
+
+/// Cleans every part of the cache directory (see the module's documentation). `images` is the
+/// engine's image store (records are kept as they are without one, unless `all`).
+pub fn gc(cache_dir: &Path, images: Option<&dyn Images>, opts: &GcOptions) -> Result<GcReport> {
+    let layout = Layout::new(cache_dir);
+    let store = cache::Store::open(cache_dir)?;
+    let labels: Option<HashMap<String, Option<String>>> = match images {
+        Some(i) => Some(i.list()?.into_iter().map(|i| (i.id, i.key)).collect()),
+        None => None,
+    };
+    let mut report = store.gc(
+        &mut |r| {
+            if opts.all {
+                return false;
+            }
+            match &labels {
+                None => true,
+                Some(l) => l
+                    .get(&r.image_id)
+                    .is_some_and(|k| k.as_deref() == Some(&r.key)),
+            }
+        },
+        opts.retention,
+    )?;
+    if labels.is_none() && !opts.all {
+        report
+            .warnings
+            .push("no engine to ask: every record was kept".to_string());
+    }
+    for w in store.take_warnings() {
+        report.warnings.push(w);
+    }
+
+    // Verification markers of keys without a record.
+    for p in cache::all_files_below(&layout.verified_dir())? {
+        let name = file_name(&p);
+        let keep = if cache::atomic::is_temp(&name) {
+            cache::age(&p) < cache::STALE_TMP
+        } else {
+            Layout::verified_key(&name)
+                .filter(|k| cache::is_key(k))
+                .is_some_and(|k| matches!(store.get_record(k), Ok(Some(_))))
+        };
+        if !keep {
+            report.bytes_freed += cache::remove_counted(&p)?;
+            report.markers_removed += 1;
+        }
+    }
+
+    // Scratch files of builds long ended.
+    for p in cache::all_files_below(&layout.work())? {
+        if cache::age(&p) >= cache::STALE_TMP {
+            report.bytes_freed += cache::remove_counted(&p)?;
+            report.work_removed += 1;
+        }
+    }
+
+    // The analysis caches, and the logs, against the workspace as it is now.
+    let mut current: Option<HashMap<String, String>> = None;
+    if let Some(w) = &opts.workspace {
+        let before = (
+            StatCache::load(&layout.stat_cache()).0.len(),
+            PruneCache::load(&layout.pruned_lockfiles()).0.len(),
+            size(&layout.stat_cache()) + size(&layout.pruned_lockfiles()),
+        );
+        let mut w = w.clone();
+        w.services.clear();
+        w.cache_dir = Some(cache_dir.to_path_buf());
+        w.stat_cache = true;
+        w.compact_caches = true;
+        match pipeline::analyze(&w) {
+            Ok(a) => {
+                report.warnings.extend(a.warnings.iter().cloned());
+                let after_stat = StatCache::load(&layout.stat_cache()).0.len();
+                let after_prune = PruneCache::load(&layout.pruned_lockfiles()).0.len();
+                let after_size = size(&layout.stat_cache()) + size(&layout.pruned_lockfiles());
+                report.stat_entries_removed = before.0.saturating_sub(after_stat) as u64;
+                report.prunings_removed = before.1.saturating_sub(after_prune) as u64;
+                report.bytes_freed += before.2.saturating_sub(after_size);
+                current = Some(
+                    a.images
+                        .iter()
+                        .map(|i| (a.ws.services[i.service].name.clone(), i.key.to_hex()))
+                        .collect(),
+                );
+            }
+            Err(e) => report.warnings.push(format!(
+                "the workspace could not be analysed, so the stat cache, the pruned lockfiles and the logs were left as they are: {e}"
+            )),
+        }
+    }
+
+    // Failure logs: of a service that is still one, at its current key, within the retention.
+    for p in cache::all_files_below(&layout.logs())? {
+        let name = file_name(&p);
+        let old = cache::age(&p) >= opts.retention;
+        let stale = match &current {
+            None => false,
+            Some(keys) => match Layout::failure_log_service(&name) {
+                Some(service) => keys
+                    .get(service)
+                    .is_none_or(|key| layout.failure_log(service, key) != p),
+                None => true,
+            },
+        };
+        if old || stale {
+            report.bytes_freed += cache::remove_counted(&p)?;
+            report.logs_removed += 1;
+        }
+    }
+    Ok(report)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
