@@ -2,9 +2,10 @@
 //! ([`cache::layout`]) is reported and cleaned, so a cache used for months stays bounded.
 //!
 //! `gc` removes:
-//! - records whose image is gone from the engine or carries another key label (every record with
-//!   `all`), the blobs only they named, last-built pointers to a removed record, stale temp files,
-//!   corrupt entries past the retention ([`cache::Store::gc`]);
+//! - records whose image is gone from the engine or carries another key label, or whose service
+//!   is no longer one (every record with `all`), the blobs only they named, last-built pointers
+//!   to a removed record, stale temp files, corrupt entries past the retention
+//!   ([`cache::Store::gc`]);
 //! - verification markers of keys that have no record any more;
 //! - stat cache entries of files no context holds, and pruned lockfiles no service uses (the
 //!   workspace is analysed once, and both caches rewritten to exactly what it uses);
@@ -49,6 +50,50 @@ pub fn stats(cache_dir: &Path) -> Result<Stats> {
 pub fn gc(cache_dir: &Path, images: Option<&dyn Images>, opts: &GcOptions) -> Result<GcReport> {
     let layout = Layout::new(cache_dir);
     let store = cache::Store::open(cache_dir)?;
+    let mut warnings = Vec::new();
+
+    // The workspace as it is now: its services and their keys; the analysis caches are rewritten
+    // to exactly what it uses.
+    let mut current: Option<HashMap<String, String>> = None;
+    let mut compacted = (0, 0, 0);
+    if let Some(w) = &opts.workspace {
+        let before = (
+            StatCache::load(&layout.stat_cache()).0.len(),
+            PruneCache::load(&layout.pruned_lockfiles()).0.len(),
+            size(&layout.stat_cache()) + size(&layout.pruned_lockfiles()),
+        );
+        let mut w = w.clone();
+        w.services.clear();
+        w.cache_dir = Some(cache_dir.to_path_buf());
+        w.stat_cache = true;
+        w.compact_caches = true;
+        match pipeline::analyze(&w) {
+            Ok(a) => {
+                warnings.extend(a.warnings.iter().cloned());
+                let after = (
+                    StatCache::load(&layout.stat_cache()).0.len(),
+                    PruneCache::load(&layout.pruned_lockfiles()).0.len(),
+                    size(&layout.stat_cache()) + size(&layout.pruned_lockfiles()),
+                );
+                compacted = (
+                    before.0.saturating_sub(after.0) as u64,
+                    before.1.saturating_sub(after.1) as u64,
+                    before.2.saturating_sub(after.2),
+                );
+                current = Some(
+                    a.images
+                        .iter()
+                        .map(|i| (a.ws.services[i.service].name.clone(), i.key.to_hex()))
+                        .collect(),
+                );
+            }
+            Err(e) => warnings.push(format!(
+                "the workspace could not be analysed, so the stat cache, the pruned lockfiles, the logs and the records of services that are gone were left as they are: {e}"
+            )),
+        }
+    }
+
+    // Records: of an image still in the engine with its key label, of a service still there.
     let labels: Option<HashMap<String, Option<String>>> = match images {
         Some(i) => Some(i.list()?.into_iter().map(|i| (i.id, i.key)).collect()),
         None => None,
@@ -58,23 +103,27 @@ pub fn gc(cache_dir: &Path, images: Option<&dyn Images>, opts: &GcOptions) -> Re
             if opts.all {
                 return false;
             }
-            match &labels {
+            let service_there = current.as_ref().is_none_or(|c| c.contains_key(&r.service));
+            let image_there = match &labels {
                 None => true,
                 Some(l) => l
                     .get(&r.image_id)
                     .is_some_and(|k| k.as_deref() == Some(&r.key)),
-            }
+            };
+            service_there && image_there
         },
         opts.retention,
     )?;
+    report.warnings = warnings;
     if labels.is_none() && !opts.all {
         report
             .warnings
-            .push("no engine to ask: every record was kept".to_string());
+            .push("no engine to ask: records were kept whatever their image".to_string());
     }
-    for w in store.take_warnings() {
-        report.warnings.push(w);
-    }
+    report.warnings.extend(store.take_warnings());
+    report.stat_entries_removed = compacted.0;
+    report.prunings_removed = compacted.1;
+    report.bytes_freed += compacted.2;
 
     // Verification markers of keys without a record.
     for p in cache::all_files_below(&layout.verified_dir())? {
@@ -97,41 +146,6 @@ pub fn gc(cache_dir: &Path, images: Option<&dyn Images>, opts: &GcOptions) -> Re
         if cache::age(&p) >= cache::STALE_TMP {
             report.bytes_freed += cache::remove_counted(&p)?;
             report.work_removed += 1;
-        }
-    }
-
-    // The analysis caches, and the logs, against the workspace as it is now.
-    let mut current: Option<HashMap<String, String>> = None;
-    if let Some(w) = &opts.workspace {
-        let before = (
-            StatCache::load(&layout.stat_cache()).0.len(),
-            PruneCache::load(&layout.pruned_lockfiles()).0.len(),
-            size(&layout.stat_cache()) + size(&layout.pruned_lockfiles()),
-        );
-        let mut w = w.clone();
-        w.services.clear();
-        w.cache_dir = Some(cache_dir.to_path_buf());
-        w.stat_cache = true;
-        w.compact_caches = true;
-        match pipeline::analyze(&w) {
-            Ok(a) => {
-                report.warnings.extend(a.warnings.iter().cloned());
-                let after_stat = StatCache::load(&layout.stat_cache()).0.len();
-                let after_prune = PruneCache::load(&layout.pruned_lockfiles()).0.len();
-                let after_size = size(&layout.stat_cache()) + size(&layout.pruned_lockfiles());
-                report.stat_entries_removed = before.0.saturating_sub(after_stat) as u64;
-                report.prunings_removed = before.1.saturating_sub(after_prune) as u64;
-                report.bytes_freed += before.2.saturating_sub(after_size);
-                current = Some(
-                    a.images
-                        .iter()
-                        .map(|i| (a.ws.services[i.service].name.clone(), i.key.to_hex()))
-                        .collect(),
-                );
-            }
-            Err(e) => report.warnings.push(format!(
-                "the workspace could not be analysed, so the stat cache, the pruned lockfiles and the logs were left as they are: {e}"
-            )),
         }
     }
 

@@ -220,12 +220,60 @@ fn builds_everything_once_then_exactly_what_changed() {
     let fifth = ex.run_ok();
     assert_eq!(built(&fifth), services.to_vec());
 
-    // An image removed from the engine: that one is rebuilt.
+    // An image removed from the engine: the plan says so, and that one is rebuilt.
     let image = format!("{}course-service", ex.prefix);
     let id = fifth["course-service"].1.clone();
     docker_ok(&["rmi", "-f", &id]);
+    let (_, plan) = ex.images(&["--dry-run"]);
+    assert_eq!(plan["engine_checked"], true, "{plan}");
+    let planned = |plan: &serde_json::Value, s: &str| -> (String, String) {
+        let i = plan["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["service"] == s)
+            .expect("planned");
+        (
+            i["action"].as_str().expect("action").to_string(),
+            i["reasons"].to_string(),
+        )
+    };
+    let (action, why) = planned(&plan, "course-service");
+    assert_eq!(action, "build", "removed image planned `build`: {why}");
+    assert!(why.contains("is gone from the engine"), "{why}");
+    assert_eq!(planned(&plan, "student-service").0, "cached");
     let sixth = ex.run_ok();
     assert_eq!(built(&sixth), vec!["course-service"]);
+
+    // A record whose image id names another image (another key label) is a miss, not retagged.
+    let course_key = plan["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["service"] == "course-service")
+        .and_then(|i| i["key"].as_str())
+        .expect("key")
+        .to_string();
+    let store = cache::Store::open(&ex.fx.path(".images-cache")).expect("store");
+    let mut record = store
+        .get_record(&course_key)
+        .expect("read")
+        .expect("record");
+    record.image_id = sixth["student-service"].1.clone();
+    store.put_record(&record).expect("tamper");
+    let (_, plan) = ex.images(&["--dry-run"]);
+    let (action, why) = planned(&plan, "course-service");
+    assert_eq!(action, "build", "wrong label is a miss: {why}");
+    assert!(why.contains("carries the key label"), "{why}");
+    let seventh = ex.run_ok();
+    assert_eq!(built(&seventh), vec!["course-service"]);
+    let label = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"com.kodingcaravan.images.key\"}}",
+        &format!("{image}:latest"),
+    ]);
+    assert_eq!(label, course_key, "latest is not the impostor");
 
     for s in services {
         check_image(&format!("{}{s}:latest", ex.prefix), s, &services);

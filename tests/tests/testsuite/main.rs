@@ -3,6 +3,7 @@
 mod affected;
 mod bench;
 mod build;
+mod cachedir;
 mod cli;
 mod deps;
 mod discover;
@@ -12,5 +13,6 @@ mod lockfile_e2e;
 mod podman;
 mod props;
 mod registry;
+mod run;
 mod verify;
 mod watch;

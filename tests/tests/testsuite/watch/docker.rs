@@ -352,3 +352,206 @@ fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
         Some(serde_json::json!("stopped"))
     );
 }
+
+/// The key of `service` as a cold analysis of `root` (with `cache_dir`) computes it.
+fn cold_key(root: &Path, cache_dir: &Path, service: &str) -> String {
+    let mut o = engine::pipeline::Options::new(root);
+    o.services = vec![service.into()];
+    o.cache_dir = Some(cache_dir.to_path_buf());
+    let a = engine::pipeline::analyze(&o).expect("analyze");
+    a.images[0].key.to_hex()
+}
+
+fn image_id(reference: &str) -> String {
+    docker_ok(&["inspect", "--format", "{{.Id}}", reference])
+}
+
+/// A watch rebuild goes through the same run as `images`: it is verified, and an image that
+/// breaks a rule is reported failed, recorded nowhere, and `latest` keeps the last good image.
+#[test]
+fn a_watch_rebuild_that_fails_verification_is_reported_failed_and_not_recorded() {
+    let _guard = tests::docker_lock();
+    tests::require_docker();
+    let fx = project().build();
+    tests::copy_tree(&tests::repo_root().join("tests/fixtures/verify"), fx.root());
+    let prefix = format!("kcw-{}-vfy-", std::process::id());
+    fx.write("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"));
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            remove_images(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(prefix.clone());
+    let cache_dir = fx.path(".images-cache");
+    let mut popts = engine::pipeline::Options::new(fx.root());
+    popts.services = vec!["good".into()];
+    popts.cache_dir = Some(cache_dir.clone());
+    let mut opts = engine::watch::Options::new(popts);
+    opts.run.jobs = 1;
+    let docker_client = engine::execute::docker::Docker::detect().expect("docker");
+    let w = spawn(Watcher::new(opts), Arc::new(docker_client), |d| {
+        Backend::docker(d)
+    });
+    // The first build passes every rule: recorded, and `latest` is it.
+    let first = cold_key(fx.root(), &cache_dir, "good");
+    w.wait("the verified first build", 0, |e| {
+        matches!(e, Event::BuildFinished { key, result: BuildResult::Built, recorded: true, .. } if *key == first)
+    });
+    let latest = format!("{prefix}good:latest");
+    let good_id = image_id(&latest);
+
+    // An edit that makes it run as root: rebuilt, fails verification.
+    let mark = w.len();
+    let dockerfile = fx.read("services/good/Dockerfile");
+    fx.write(
+        "services/good/Dockerfile",
+        &dockerfile.replace("USER nodejs\n", ""),
+    );
+    let i = w.wait(
+        "the rebuild's end",
+        mark,
+        |e| matches!(e, Event::BuildFinished { service, .. } if service == "good"),
+    );
+    let broken = cold_key(fx.root(), &cache_dir, "good");
+    assert_ne!(broken, first);
+    let events = w.events();
+    match &events[i] {
+        Event::BuildFinished {
+            key,
+            result,
+            recorded,
+            error,
+            registry,
+            ..
+        } => {
+            assert_eq!(key, &broken);
+            assert_eq!(
+                *result,
+                BuildResult::Failed,
+                "{}",
+                describe(&events[mark..])
+            );
+            assert!(!recorded);
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("non-root-user")),
+                "{error:?}"
+            );
+            assert!(registry.is_empty());
+        }
+        other => panic!("not a build's end: {other:?}"),
+    }
+    let store = cache::Store::open(&cache_dir).expect("store");
+    assert!(store.get_record(&broken).expect("read").is_none());
+    assert!(store.get_record(&first).expect("read").is_some());
+    assert_eq!(image_id(&latest), good_id, "latest keeps the good image");
+    // The failed key is not retried by itself; the watch goes on and is idle.
+    w.wait("idle", i, |e| matches!(e, Event::Idle { .. }));
+    assert_eq!(started(&events[mark..]), ["good"]);
+}
+
+/// With a cache registry, a watch rebuild is pushed there under its key tag, and a key the
+/// registry holds is pulled (and verified, recorded, tagged) instead of built, as `images` does.
+#[test]
+fn a_watch_rebuild_is_looked_up_in_and_pushed_to_the_cache_registry() {
+    let _guard = tests::docker_lock();
+    let dfx = DockerFixture::new("reg", "");
+    let fx = &dfx.fx;
+    let registry = format!(
+        "{}/kcw{}",
+        std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into()),
+        std::process::id()
+    );
+    let reg = cache::registry::Registry::parse(&registry).expect("registry");
+    let in_registry = |key: &str| {
+        reg.head_manifest(&format!("{}a", dfx.prefix), &format!("key-{}", &key[..32]))
+            .expect("HEAD")
+            .is_some()
+    };
+    let watch = |cache_dir: &Path| {
+        let mut popts = engine::pipeline::Options::new(fx.root());
+        popts.services = vec!["a".into()];
+        popts.cache_dir = Some(cache_dir.to_path_buf());
+        let mut opts = engine::watch::Options::new(popts);
+        opts.run.jobs = 1;
+        // The fixture's trivial Dockerfiles are not seed-style images: no verification gate.
+        opts.run.verify = false;
+        opts.run.cache_registry = Some(registry.clone());
+        let d = engine::execute::docker::Docker::detect().expect("docker");
+        spawn(Watcher::new(opts), Arc::new(d), |d| Backend::docker(d))
+    };
+    let pushed = |events: &[Event], key: &str| {
+        events.iter().any(|e| {
+            matches!(e, Event::BuildFinished { key: k, recorded: true, registry, .. }
+                if k == key && registry.iter().any(|r| r.starts_with("pushed ") && r.contains(&registry_host())))
+        })
+    };
+
+    // Machine A: the first build and a rebuild are both pushed under their key tags.
+    let cache_a = fx.path("cache-a");
+    let original = fx.read("services/a/src/index.ts");
+    let k1 = cold_key(fx.root(), &cache_a, "a");
+    {
+        let w = watch(&cache_a);
+        w.wait(
+            "the first build",
+            0,
+            |e| matches!(e, Event::BuildFinished { key, recorded: true, .. } if *key == k1),
+        );
+        let mark = w.len();
+        fx.write("services/a/src/index.ts", "console.log('rebuilt');\n");
+        let k2 = cold_key(fx.root(), &cache_a, "a");
+        w.wait(
+            "the rebuild",
+            mark,
+            |e| matches!(e, Event::BuildFinished { key, recorded: true, .. } if *key == k2),
+        );
+        let events = w.events();
+        assert!(pushed(&events, &k1), "{}", describe(&events));
+        assert!(pushed(&events, &k2), "{}", describe(&events));
+        assert!(in_registry(&k1) && in_registry(&k2));
+    }
+
+    // Machine B: no image, a fresh cache: the key is pulled from the registry, not built; an edit
+    // back to a key the registry holds is pulled too.
+    tests::remove_images_ok(&dfx.prefix);
+    let cache_b = fx.path("cache-b");
+    let k2 = cold_key(fx.root(), &cache_b, "a");
+    let w = watch(&cache_b);
+    let restored = |from: usize, key: &str| {
+        w.wait("a pull from the registry", from, |e| {
+            matches!(e, Event::Restored { key: k, registry, .. }
+                if k == key && registry.iter().any(|r| r.starts_with("pulled from ")))
+        })
+    };
+    restored(0, &k2);
+    let mark = w.len();
+    fx.write("services/a/src/index.ts", &original);
+    restored(mark, &k1);
+    let events = w.events();
+    assert!(
+        started(&events).is_empty(),
+        "nothing is built: {}",
+        describe(&events)
+    );
+    let label = docker_ok(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}"),
+        &dfx.image_of("a"),
+    ]);
+    assert_eq!(label, k1);
+    let store = cache::Store::open(&cache_b).expect("store");
+    assert!(
+        store.get_record(&k1).expect("read").is_some(),
+        "pulled and recorded"
+    );
+    drop(w);
+    tests::remove_images_ok(&dfx.prefix);
+}
+
+fn registry_host() -> String {
+    std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}

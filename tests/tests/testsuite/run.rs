@@ -1,0 +1,542 @@
+//! The run's decisions (issue 12), without Docker: `engine::run::run` drives `FaultyBuilder`, a
+//! fault-injection backend (builder, image store and verifier in memory) that fails the builds or
+//! verifications it is told to, cancels the run mid-build, and refuses pushes to registries that
+//! are down. The registry tier speaks HTTP for real: to the test registry for misses, to a closed
+//! port (down) and to `garbage_registry` (answers that are not a registry's). Each case checks
+//! what is recorded, published (pushed or tagged) and reported.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use engine::execute::{
+    Backend, BuildError, BuildOutput, BuildRequest, Builder, Images, LocalImage, Verifier,
+    KEY_LABEL,
+};
+use engine::run::{Event, Outcome, RunOptions, Summary};
+use engine::verify::{Check, Report, Rule, Subject, Verified};
+use tests::{project, Fixture};
+
+/// Fault injection: builds, tags, pushes and verifies in memory.
+#[derive(Default)]
+struct FaultyBuilder {
+    /// Services whose build fails.
+    fail_build: HashSet<String>,
+    /// Services whose image breaks a rule.
+    fail_verify: HashSet<String>,
+    /// The service whose build is interrupted by a Ctrl-C (the run's cancel flag is set).
+    cancel_during: Option<String>,
+    /// Registry hosts a push to fails (down, or not a registry).
+    unreachable: HashSet<String>,
+    /// Image id -> key label.
+    images: Mutex<BTreeMap<String, Option<String>>>,
+    /// `repository:tag` -> image id.
+    tags: Mutex<BTreeMap<String, String>>,
+    /// Services built, in order.
+    built: Mutex<Vec<String>>,
+    /// References pushed.
+    pushed: Mutex<Vec<String>>,
+    /// Images verified.
+    verified: Mutex<Vec<String>>,
+}
+
+impl FaultyBuilder {
+    fn backend(&self) -> Backend<'_> {
+        Backend {
+            builder: self,
+            images: Some(self),
+            verifier: Some(self),
+        }
+    }
+
+    fn built(&self) -> Vec<String> {
+        self.built.lock().expect("lock").clone()
+    }
+
+    fn pushed(&self) -> Vec<String> {
+        self.pushed.lock().expect("lock").clone()
+    }
+
+    /// A new fault-free backend whose engine holds this one's images and tags.
+    fn same_engine(&self) -> FaultyBuilder {
+        FaultyBuilder {
+            images: Mutex::new(self.images.lock().expect("lock").clone()),
+            tags: Mutex::new(self.tags.lock().expect("lock").clone()),
+            ..FaultyBuilder::default()
+        }
+    }
+
+    fn tag_of(&self, reference: &str) -> Option<String> {
+        self.tags.lock().expect("lock").get(reference).cloned()
+    }
+}
+
+impl Builder for FaultyBuilder {
+    fn build(
+        &self,
+        req: &BuildRequest,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<BuildOutput, BuildError> {
+        self.built.lock().expect("lock").push(req.service.clone());
+        // The context is streamed as a real build's would be (every digest checked).
+        engine::execute::tar::write_context(&req.root, &req.context, std::io::sink()).map_err(
+            |e| BuildError {
+                message: e.to_string(),
+                log_tail: String::new(),
+                interrupted: false,
+            },
+        )?;
+        on_line("#5 [runtime 2/3] COPY services/ /app/");
+        if self.cancel_during.as_deref() == Some(req.service.as_str()) {
+            req.cancel.store(true, Ordering::SeqCst);
+            return Err(BuildError {
+                message: "interrupted".into(),
+                log_tail: String::new(),
+                interrupted: true,
+            });
+        }
+        if self.fail_build.contains(&req.service) {
+            return Err(BuildError {
+                message: format!("{} is set to fail", req.service),
+                log_tail: "error TS2322: not a number".into(),
+                interrupted: false,
+            });
+        }
+        let key = req.labels.get(KEY_LABEL).cloned().unwrap_or_default();
+        let id = format!("sha256:{}", blake3::hash(key.as_bytes()).to_hex());
+        self.images
+            .lock()
+            .expect("lock")
+            .insert(id.clone(), Some(key));
+        Ok(BuildOutput {
+            image_id: id,
+            log: b"built\n".to_vec(),
+        })
+    }
+}
+
+impl Images for FaultyBuilder {
+    fn list(&self) -> engine::Result<Vec<LocalImage>> {
+        let tags = self.tags.lock().expect("lock");
+        Ok(self
+            .images
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, key)| LocalImage {
+                id: id.clone(),
+                key: key.clone(),
+                tags: tags
+                    .iter()
+                    .filter(|(_, i)| *i == id)
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn tag(&self, image_id: &str, reference: &str) -> engine::Result<()> {
+        self.tags
+            .lock()
+            .expect("lock")
+            .insert(reference.to_string(), image_id.to_string());
+        Ok(())
+    }
+
+    fn pull(&self, reference: &str) -> engine::Result<LocalImage> {
+        Err(engine::Error::Other(format!(
+            "`{reference}`: nothing to pull in this test"
+        )))
+    }
+
+    fn push(&self, image_id: &str, reference: &str) -> engine::Result<()> {
+        if self.unreachable.iter().any(|h| reference.starts_with(h)) {
+            return Err(engine::Error::Other(format!(
+                "`docker push {reference}` failed: connection refused"
+            )));
+        }
+        self.tag(image_id, reference)?;
+        self.pushed
+            .lock()
+            .expect("lock")
+            .push(reference.to_string());
+        Ok(())
+    }
+}
+
+impl Verifier for FaultyBuilder {
+    fn verify(
+        &self,
+        _cache_dir: &Path,
+        subject: &Subject,
+        image: &str,
+        _key: &engine::digest::ImageKey,
+        image_id: &str,
+    ) -> engine::Result<Verified> {
+        self.verified
+            .lock()
+            .expect("lock")
+            .push(subject.service.clone());
+        let ok = !self.fail_verify.contains(&subject.service);
+        let check = if ok {
+            Check::pass(Rule::NonRootUser, "runs as nodejs")
+        } else {
+            Check::fail(Rule::NonRootUser, "runs as root")
+        };
+        Ok(Verified {
+            report: Report {
+                service: subject.service.clone(),
+                image: image.to_string(),
+                image_id: Some(image_id.to_string()),
+                size_bytes: 1,
+                budget_bytes: 2,
+                ok,
+                checks: vec![check],
+            },
+            reused: false,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+/// Two services, `a` and `b`, and `app`, built FROM `b`.
+fn fixture() -> Fixture {
+    project()
+        .shared()
+        .service("a", &[])
+        .service("b", &[])
+        .service("app", &[])
+        .file(
+            "services/a/Dockerfile",
+            "FROM node:18-alpine\nCOPY services/a/ /app/\n",
+        )
+        .file(
+            "services/b/Dockerfile",
+            "FROM node:18-alpine\nCOPY services/b/ /app/\n",
+        )
+        .file(
+            "services/app/Dockerfile",
+            "FROM b:latest\nCOPY services/app/ /app/\n",
+        )
+        .build()
+}
+
+/// Runs every image of `fx` with `faulty`; returns the summary and every event.
+fn run(fx: &Fixture, faulty: &FaultyBuilder, opts: &RunOptions) -> (Summary, Vec<Event>) {
+    let analysis = tests::analyze(fx.root());
+    let events = Mutex::new(Vec::new());
+    let summary = engine::run::run(&analysis, opts, faulty.backend(), &|e| {
+        events.lock().expect("lock").push(e)
+    })
+    .expect("the run starts");
+    (summary, events.into_inner().expect("events"))
+}
+
+fn outcomes(s: &Summary) -> BTreeMap<String, Outcome> {
+    s.images
+        .iter()
+        .map(|i| (i.service.clone(), i.outcome))
+        .collect()
+}
+
+/// Whether the local store has a record of each service's key.
+fn recorded(fx: &Fixture, s: &Summary) -> BTreeMap<String, bool> {
+    let store = cache::Store::open(&fx.path(".images-cache")).expect("store");
+    s.images
+        .iter()
+        .map(|i| {
+            let r = store.get_record(&i.key.to_hex()).expect("read");
+            (i.service.clone(), r.is_some())
+        })
+        .collect()
+}
+
+fn warnings(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn map(pairs: &[(&str, bool)]) -> BTreeMap<String, bool> {
+    pairs.iter().map(|(s, b)| (s.to_string(), *b)).collect()
+}
+
+/// The test registry, with a namespace of this test's own (nothing there: every lookup misses).
+fn empty_registry(tag: &str) -> String {
+    let host = std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    format!("{host}/kcrun{}{tag}", std::process::id())
+}
+
+fn opts(cache_registry: Option<String>) -> RunOptions {
+    RunOptions {
+        jobs: 2,
+        keep_going: true,
+        cache_registry,
+        ..RunOptions::default()
+    }
+}
+
+#[test]
+fn a_failed_build_records_and_publishes_nothing_and_skips_what_builds_from_it() {
+    let fx = fixture();
+    let registry = empty_registry("fail");
+    let faulty = FaultyBuilder {
+        fail_build: ["b".to_string()].into(),
+        ..FaultyBuilder::default()
+    };
+    let (s, _) = run(&fx, &faulty, &opts(Some(registry.clone())));
+    assert_eq!(
+        outcomes(&s),
+        [
+            ("a".to_string(), Outcome::Built),
+            ("app".to_string(), Outcome::Skipped),
+            ("b".to_string(), Outcome::Failed),
+        ]
+        .into()
+    );
+    assert_eq!(
+        recorded(&fx, &s),
+        map(&[("a", true), ("app", false), ("b", false)])
+    );
+    let b = s.images.iter().find(|i| i.service == "b").expect("b");
+    assert_eq!(b.error.as_deref(), Some("b is set to fail"));
+    assert!(b.log.as_ref().is_some_and(|p| p.is_file()), "{b:?}");
+    let app = s.images.iter().find(|i| i.service == "app").expect("app");
+    assert_eq!(app.skipped_because.as_deref(), Some("b was not built"));
+    // Only a was pushed, under its key tag; nothing was tagged for b.
+    let a = s.images.iter().find(|i| i.service == "a").expect("a");
+    assert_eq!(
+        faulty.pushed(),
+        [format!("{registry}/a:key-{}", a.key.short(32))]
+    );
+    assert!(faulty.tag_of("b:latest").is_none());
+    assert_eq!(faulty.tag_of("a:latest"), a.image_id);
+    let mut built = faulty.built();
+    built.sort();
+    assert_eq!(built, ["a", "b"], "app is never built");
+    assert_eq!(s.exit_code(), 1);
+}
+
+#[test]
+fn a_failed_verification_records_tags_and_publishes_nothing() {
+    let fx = fixture();
+    let registry = empty_registry("verify");
+    let faulty = FaultyBuilder {
+        fail_verify: ["a".to_string()].into(),
+        ..FaultyBuilder::default()
+    };
+    let mut o = opts(Some(registry.clone()));
+    o.push = true;
+    o.tags = vec!["v1".into()];
+    let (s, _) = run(&fx, &faulty, &o);
+    assert_eq!(
+        outcomes(&s),
+        [
+            ("a".to_string(), Outcome::Failed),
+            ("app".to_string(), Outcome::Built),
+            ("b".to_string(), Outcome::Built),
+        ]
+        .into()
+    );
+    assert_eq!(
+        recorded(&fx, &s),
+        map(&[("a", false), ("app", true), ("b", true)])
+    );
+    let a = s.images.iter().find(|i| i.service == "a").expect("a");
+    assert!(a.verify_failed(), "{a:?}");
+    assert!(
+        a.error
+            .as_deref()
+            .is_some_and(|e| e.contains("non-root-user")),
+        "{a:?}"
+    );
+    assert!(a.registry.is_empty(), "{a:?}");
+    assert!(faulty.tag_of("a:latest").is_none(), "not tagged");
+    // Nothing of a reached a registry; b and app got their key tag and the release tag.
+    let pushed = faulty.pushed();
+    assert!(!pushed.iter().any(|r| r.contains("/a:")), "{pushed:?}");
+    for svc in ["b", "app"] {
+        assert!(
+            pushed.iter().any(|r| r == &format!("{registry}/{svc}:v1")),
+            "{pushed:?}"
+        );
+    }
+    assert_eq!(s.exit_code(), 1);
+
+    // The next run builds a again (nothing was recorded), and the others are cached.
+    let faulty2 = faulty.same_engine();
+    let (s2, _) = run(&fx, &faulty2, &opts(None));
+    assert_eq!(faulty2.built(), ["a"]);
+    assert_eq!(s2.exit_code(), 0);
+}
+
+/// A registry that answers every request with a success and a body that is not a registry's.
+fn garbage_registry() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(40) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            let mut head = false;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head |= line.starts_with("HEAD ");
+            }
+            let body = if head {
+                ""
+            } else {
+                "{\"schemaVersion\": <<garbage"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDocker-Content-Digest: sha256:00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (format!("{addr}"), handle)
+}
+
+#[test]
+fn a_remote_tier_that_is_down_or_answers_garbage_is_a_warning_and_a_miss() {
+    // Down: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (garbage, _server) = garbage_registry();
+    for host in [closed.to_string(), garbage] {
+        let fx = fixture();
+        let faulty = FaultyBuilder {
+            unreachable: [host.clone()].into(),
+            ..FaultyBuilder::default()
+        };
+        let (s, events) = run(&fx, &faulty, &opts(Some(format!("{host}/ns"))));
+        assert!(
+            s.images.iter().all(|i| i.outcome == Outcome::Built),
+            "{host}: {:?}",
+            outcomes(&s)
+        );
+        assert_eq!(
+            recorded(&fx, &s),
+            map(&[("a", true), ("app", true), ("b", true)]),
+            "{host}"
+        );
+        assert!(faulty.pushed().is_empty(), "{host}");
+        let w = warnings(&events);
+        assert!(
+            w.iter()
+                .filter(|m| m.contains("cannot be read") && m.contains(&host))
+                .count()
+                == 3,
+            "{host}: {w:#?}"
+        );
+        assert!(
+            w.iter().any(|m| m.contains("could not store")),
+            "{host}: {w:#?}"
+        );
+        // A cache that cannot be shared does not fail the run.
+        assert_eq!(s.exit_code(), 0, "{host}");
+    }
+}
+
+#[test]
+fn a_cancelled_run_records_nothing_unfinished_and_exits_130() {
+    let fx = fixture();
+    let faulty = FaultyBuilder {
+        cancel_during: Some("a".into()),
+        ..FaultyBuilder::default()
+    };
+    let mut o = opts(None);
+    o.jobs = 1;
+    o.keep_going = false;
+    let cancel = o.cancel.clone();
+    let (s, _) = run(&fx, &faulty, &o);
+    assert!(cancel.load(Ordering::SeqCst));
+    assert!(s.interrupted);
+    let by: HashMap<String, (Outcome, Option<String>)> = s
+        .images
+        .iter()
+        .map(|i| (i.service.clone(), (i.outcome, i.skipped_because.clone())))
+        .collect();
+    assert_eq!(by["a"].0, Outcome::Failed);
+    for other in ["b", "app"] {
+        assert_eq!(
+            by[other],
+            (Outcome::Skipped, Some("interrupted".to_string())),
+            "{by:?}"
+        );
+    }
+    assert_eq!(faulty.built(), ["a"]);
+    assert_eq!(
+        recorded(&fx, &s),
+        map(&[("a", false), ("app", false), ("b", false)])
+    );
+    assert!(
+        faulty.tags.lock().expect("lock").is_empty(),
+        "nothing tagged"
+    );
+    assert_eq!(s.exit_code(), 130);
+}
+
+#[test]
+fn a_record_whose_image_is_gone_or_mislabelled_is_a_miss() {
+    let fx = fixture();
+    let faulty = FaultyBuilder::default();
+    let (first, _) = run(&fx, &faulty, &opts(None));
+    assert_eq!(first.exit_code(), 0);
+    // The engine loses a's image, and b's image id now names an image of another key.
+    let id_of = |svc: &str| {
+        first
+            .images
+            .iter()
+            .find(|i| i.service == svc)
+            .and_then(|i| i.image_id.clone())
+            .expect("id")
+    };
+    {
+        let mut images = faulty.images.lock().expect("lock");
+        images.remove(&id_of("a"));
+        images.insert(id_of("b"), Some("0".repeat(64)));
+    }
+    let analysis = tests::analyze(fx.root());
+    let dry = engine::run::plan(&analysis, Some(&faulty), false).expect("plan");
+    assert!(dry.checked);
+    let why: BTreeMap<String, Vec<String>> = dry
+        .plans
+        .iter()
+        .map(|p| {
+            (
+                p.service.clone(),
+                p.reasons.iter().map(|r| r.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert!(why["a"][0].contains("is gone from the engine"), "{why:?}");
+    assert!(
+        why["b"][0].contains(&format!("carries the key label {}", "0".repeat(64))),
+        "{why:?}"
+    );
+    assert!(why["app"].is_empty(), "{why:?}");
+    // Without an engine to ask, the records are trusted, and the plan says it could not check.
+    let blind = engine::run::plan(&analysis, None, false).expect("plan");
+    assert!(!blind.checked);
+    assert!(blind.plans.iter().all(|p| p.reasons.is_empty()));
+    // The run rebuilds exactly those two.
+    let faulty_after = faulty.same_engine();
+    let (s, _) = run(&fx, &faulty_after, &opts(None));
+    let mut built = faulty_after.built();
+    built.sort();
+    assert_eq!(built, ["a", "b"]);
+    assert_eq!(s.exit_code(), 0);
+}
