@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 /// One image to record.
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     pub service: &'a str,
     pub image: &'a str,
     pub key: &'a ImageKey,
@@ -25,7 +25,7 @@ pub struct Entry<'a> {
 }
 
 /// Records an image: the input manifest and the log as blobs, then the record.
-pub fn record(store: &cache::Store, e: &Entry<'_>) -> Result<cache::Record> {
+pub(crate) fn record(store: &cache::Store, e: &Entry<'_>) -> Result<cache::Record> {
     let manifest = serde_json::to_vec(e.manifest)
         .map_err(|err| Error::Other(format!("cannot encode the inputs of {}: {err}", e.service)))?;
     let manifest = store.put_blob(&manifest)?;
@@ -76,7 +76,7 @@ pub fn record_analysed(
 }
 
 /// Keeps the log of a failed build under the cache directory's `logs/`; returns where.
-pub fn save_failure_log(
+pub(crate) fn save_failure_log(
     layout: &cache::Layout,
     service: &str,
     key: &ImageKey,

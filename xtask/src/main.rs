@@ -4,6 +4,7 @@
 mod cmd;
 mod output;
 mod report;
+mod setup;
 
 use std::path::PathBuf;
 

@@ -1,11 +1,8 @@
-//! Output helpers shared by the commands: errors, warnings, JSON, the root and cache locations.
+//! Output helpers shared by the commands: errors, warnings, notes, JSON documents, tables.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-
-use crate::Global;
 
 /// Prints an error with its chain of causes, cargo style.
 pub fn error(e: &anyhow::Error) {
@@ -40,66 +37,6 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("failed to serialize JSON output")?;
     println!("{text}");
     Ok(())
-}
-
-/// The monorepo root: `--root`, else the nearest ancestor of the current directory with
-/// `pnpm-workspace.yaml`, else the bundled example.
-pub fn root(global: &Global) -> anyhow::Result<PathBuf> {
-    if let Some(r) = &global.root {
-        return Ok(r.clone());
-    }
-    let cwd = std::env::current_dir().context("failed to read the current directory")?;
-    for dir in cwd.ancestors() {
-        if dir.join(engine::workspace::WORKSPACE_FILE).is_file() {
-            return Ok(dir.to_path_buf());
-        }
-    }
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("examples")
-        .join("kc-backend");
-    if example.join(engine::workspace::WORKSPACE_FILE).is_file() {
-        let example = example.canonicalize().unwrap_or(example);
-        if !global.json {
-            note(&format!(
-                "no pnpm workspace above the current directory; using the bundled example `{}` (pass --root DIR for another)",
-                example.display()
-            ));
-        }
-        return Ok(example);
-    }
-    anyhow::bail!(
-        "no `pnpm-workspace.yaml` in `{}` or above it\n  hint: run from the monorepo root or pass `--root DIR`",
-        cwd.display()
-    )
-}
-
-/// The engine options for the global flags.
-pub fn options(global: &Global) -> anyhow::Result<engine::pipeline::Options> {
-    let root = root(global)?;
-    let mut opts = engine::pipeline::Options::new(root);
-    opts.cache_dir = global.cache_dir.clone();
-    Ok(opts)
-}
-
-/// Runs the front of the pipeline, printing its warnings (and timings with `--verbose`).
-pub fn analyze(
-    global: &Global,
-    opts: &engine::pipeline::Options,
-) -> anyhow::Result<engine::pipeline::Analysis> {
-    let analysis = engine::pipeline::analyze(opts)?;
-    for w in &analysis.warnings {
-        warn(w);
-    }
-    if global.verbose {
-        let t = &analysis.timings;
-        let s = &analysis.hash_stats;
-        eprintln!(
-            "discover {:.1?}, list {:.1?}, hash {:.1?} ({} files, {} read, {} bytes), keys {:.1?}",
-            t.discover, t.list, t.hash, s.files, s.hashed, s.bytes_read, t.keys
-        );
-    }
-    Ok(analysis)
 }
 
 /// A table with left-aligned columns.

@@ -107,13 +107,10 @@ impl<'a> Layered<'a> {
         }
     }
 
-    /// How many tiers there are.
+    /// How many tiers there are (never none: the local one is always there).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         1 + self.remotes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Looks the key up in the tiers from `from` on, in order, stopping at the first hit. The

@@ -17,11 +17,11 @@
 //! does: a watch that cannot start is an error of `run`; a failed build, a workspace that does
 //! not parse mid-edit, or lost events are events, and the loop goes on.
 
-pub mod builds;
+mod builds;
 pub mod compose;
-pub mod debounce;
-pub mod fswatch;
-pub mod state;
+mod debounce;
+mod fswatch;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,7 +214,7 @@ pub enum Event {
 
 /// What the loop receives.
 #[derive(Debug)]
-pub enum Msg {
+pub(crate) enum Msg {
     Fs(FsMsg),
     Run(crate::run::Event),
     UpDone(builds::UpDone),
@@ -349,6 +349,12 @@ impl Watcher {
             while !stop.load(Ordering::SeqCst) {
                 let batch =
                     debounce::collect(&rx, debounce, |m| matches!(m, Msg::Fs(FsMsg::Change(_))));
+                if batch.disconnected {
+                    on_event(Event::Error {
+                        message: "the file watch and the builds went away".to_string(),
+                    });
+                    break;
+                }
                 let mut paths: Vec<String> = Vec::new();
                 let mut seen: HashSet<String> = HashSet::new();
                 let mut first_event: Option<Instant> = None;

@@ -35,7 +35,6 @@ use super::fswatch::Prune;
 #[derive(Debug, Clone)]
 pub struct Changed {
     pub service: String,
-    pub old: Option<ImageKey>,
     pub new: Option<ImageKey>,
     /// The file that changed it: the first changed path of its context, else the workspace file
     /// that made the engine look again.
@@ -121,16 +120,6 @@ impl State {
             .iter()
             .map(|i| (ws.services[i.service].name.clone(), i.key))
             .collect()
-    }
-
-    /// The key of a service's image, by name.
-    pub fn key_of(&self, service: &str) -> Option<ImageKey> {
-        let ws = &self.analysis.ws;
-        self.analysis
-            .images
-            .iter()
-            .find(|i| ws.services[i.service].name == service)
-            .map(|i| i.key)
     }
 
     /// Recomputes what is derived from the analysis: the index, the covered directories, the
@@ -435,7 +424,6 @@ impl State {
                 from_changed.get_or_insert(trigger.clone());
                 changed.push(Changed {
                     service: name.clone(),
-                    old: Some(old),
                     new: Some(img.key),
                     trigger,
                     files: counts.get(&i).copied().unwrap_or(0),
@@ -479,7 +467,6 @@ impl State {
                 .unwrap_or_else(|| "(rescan)".to_string());
             changed.push(Changed {
                 service: name.clone(),
-                old: old.copied(),
                 new: new.copied(),
                 trigger,
                 files: held.len(),
@@ -662,7 +649,7 @@ mod tests {
         assert!(applied.reanalysed.is_some());
         assert_eq!(applied.changed.len(), 1);
         assert_eq!(applied.changed[0].service, "c");
-        assert!(applied.changed[0].old.is_none());
+        assert!(!before.contains_key("c"), "c is a new service");
         assert_eq!(s.keys(), cold(r));
     }
 }

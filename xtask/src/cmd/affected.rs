@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -29,7 +29,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let root = output::root(global)?;
+        let root = setup::root(global)?;
         let a = engine::affected::affected(&engine::affected::AffectedOptions {
             root,
             base: self.base.clone(),

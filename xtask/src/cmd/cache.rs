@@ -1,7 +1,7 @@
 //! `cargo xtask cache stats|gc|verify`: look after the local cache directory, every part of it
 //! (the engine's `cachedir` decides; this module prints).
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,7 +28,7 @@ pub enum Action {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let root = output::root(global)?;
+        let root = setup::root(global)?;
         let dir = global
             .cache_dir
             .clone()

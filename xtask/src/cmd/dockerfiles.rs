@@ -1,7 +1,7 @@
 //! `cargo xtask dockerfiles [--check]`: render `services/Dockerfile.template` for every service and
 //! lint the results against the seed's forbidden patterns.
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -12,7 +12,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let root = output::root(global)?;
+        let root = setup::root(global)?;
         let ws = engine::workspace::Workspace::discover(&root)?;
         let rendered = engine::dockerfiles::render_all(&ws)?;
         let mut stale = Vec::new();

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,9 +34,9 @@ struct Explain<'a> {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let mut opts = output::options(global)?;
+        let mut opts = setup::options(global)?;
         opts.services = vec![self.service.clone()];
-        let analysis = output::analyze(global, &opts)?;
+        let analysis = setup::analyze(global, &opts)?;
         let s = analysis.ws.service(&self.service)?;
         let img = analysis
             .image(s)

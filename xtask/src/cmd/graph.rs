@@ -1,6 +1,6 @@
 //! `cargo xtask graph`: the workspace's packages and images, as text, DOT or JSON.
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -18,7 +18,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let opts = output::options(global)?;
+        let opts = setup::options(global)?;
         let ws = engine::workspace::Workspace::discover(&opts.root)?;
         let all: Vec<usize> = (0..ws.services.len()).collect();
         let loaded = engine::context::load_dockerfiles(&ws, &all)?;

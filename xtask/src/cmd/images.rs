@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use engine::execute::docker::Docker;
 use serde::Serialize;
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -134,7 +134,7 @@ pub fn parse_build_args(
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let mut opts = output::options(global)?;
+        let mut opts = setup::options(global)?;
         opts.services = self.services.clone();
         opts.build_args = parse_build_args(&self.run.build_args)?;
         if self.affected {
@@ -162,7 +162,7 @@ impl Args {
             }
             opts.services = wanted;
         }
-        let analysis = output::analyze(global, &opts)?;
+        let analysis = setup::analyze(global, &opts)?;
         let code = if self.dry_run {
             self.dry_run(global, &analysis)
         } else {

@@ -2,7 +2,7 @@
 //! from their layers by `engine::verify`); a table (or `--json`), and a non-zero exit on any
 //! violation.
 
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -22,7 +22,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let root = output::root(global)?;
+        let root = setup::root(global)?;
         let ws = engine::workspace::Workspace::discover(&root)?;
         let selected: Vec<usize> = if self.services.is_empty() {
             (0..ws.services.len()).collect()

@@ -16,7 +16,7 @@ use engine::watch::{BuildResult, Event, Watcher};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::report::fmt_duration;
-use crate::{output, Global};
+use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -44,7 +44,7 @@ pub struct Args {
 
 impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
-        let mut popts = output::options(global)?;
+        let mut popts = setup::options(global)?;
         popts.services = self.services.clone();
         popts.build_args = crate::cmd::images::parse_build_args(&self.run.build_args)?;
         let docker = Docker::detect()?;

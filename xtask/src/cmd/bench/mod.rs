@@ -286,31 +286,38 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
             .with_context(|| format!("failed to remove `{}`", cache.display()))?;
     }
 
-    // Exactly the files the engine considers: the floors run over these.
-    let ws = engine::workspace::Workspace::discover(&repo)?;
-    let all: Vec<usize> = (0..ws.services.len()).collect();
-    let dockerfiles = engine::context::load_dockerfiles(&ws, &all)?;
-    let no_cache = engine::hash::StatCache::new();
-    let listing = engine::context::list(
-        &ws,
-        &all,
-        &dockerfiles,
-        engine::context::HashWith {
-            cache: &no_cache,
-            pruned: &engine::prunecache::PruneCache::new(),
-            parallel: true,
-        },
-    )?;
+    // Exactly the files the engine reads (the disk files of every context, and the lockfile),
+    // from a cold analysis with no analysis caches: the floors run over these.
+    let mut opts = engine::pipeline::Options::new(&repo);
+    opts.cache_dir = Some(dir.join("floor-cache"));
+    opts.stat_cache = false;
+    let analysis = engine::pipeline::analyze(&opts)?;
+    let mut on_disk: std::collections::BTreeMap<&str, (bool, u64)> = Default::default();
+    let mut context_entries = 0usize;
+    for img in &analysis.images {
+        context_entries += img.context.files.len();
+        for f in &img.context.files {
+            if matches!(f.source, engine::context::Source::Disk) {
+                on_disk.insert(&f.path, (f.symlink, f.size));
+            }
+        }
+    }
+    // The lockfile is read (to be pruned) though only its prunings are in the contexts.
+    let lockfile = std::fs::symlink_metadata(repo.join(engine::workspace::LOCKFILE)).ok();
+    if let Some(m) = &lockfile {
+        on_disk
+            .entry(engine::workspace::LOCKFILE)
+            .or_insert((m.file_type().is_symlink(), m.len()));
+    }
     let files = FileSet {
-        paths: listing.files.iter().map(|f| repo.join(&*f.path)).collect(),
-        symlink: listing.files.iter().map(|f| f.stat.is_symlink()).collect(),
+        paths: on_disk.keys().map(|p| repo.join(p)).collect(),
+        symlink: on_disk.values().map(|(link, _)| *link).collect(),
     };
     let context_files = files.paths.len();
-    let context_bytes: u64 = listing.files.iter().map(|f| f.stat.size).sum();
-    let context_entries: usize = listing.services.iter().map(|s| s.files.len()).sum();
-    let services = ws.services.len();
-    drop(listing);
-    drop(ws);
+    let context_bytes: u64 = on_disk.values().map(|(_, size)| size).sum();
+    let services = analysis.ws.services.len();
+    drop(on_disk);
+    drop(analysis);
 
     let plan = ours::plan_command(&ctx.exe, &repo, &cache);
     eprintln!(
