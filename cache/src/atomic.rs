@@ -14,7 +14,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, bytes, true)
 }
 
-/// [`write`], the fsync optional: files that only save work and verify themselves on load (the
+/// [`write()`], the fsync optional: files that only save work and verify themselves on load (the
 /// stat cache, the pruned lockfiles) skip it.
 pub fn write_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     write_stream(path, sync, |f| f.write_all(bytes))

@@ -1,6 +1,8 @@
 //! The image build-graph engine.
 //!
-//! A map of the modules, in pipeline order:
+//! A map of the modules, in pipeline order. The front of the pipeline (discover, inputs, hash,
+//! key, graph) is [`pipeline::analyze`]; the back (plan, tiers, build, verify, record, publish) is
+//! one run, [`run::run`], which every driver goes through.
 //!
 //! - [`config`]: the optional `images.toml` of a monorepo (service detection, ports, build args).
 //! - [`workspace`] (discover): `pnpm-workspace.yaml`, every `package.json`, workspace dependencies.
@@ -15,14 +17,24 @@
 //! - [`key`]: the canonical, versioned manifest of every input of an image and its key.
 //! - [`graph`]: the DAG of packages and images.
 //! - [`pipeline`]: runs the steps above for a driver and computes the keys in DAG order.
-//! - [`plan`]: `build` or `cached` for each image, and why.
-//! - [`execute`]: the builder backends (Docker) and the DAG-parallel scheduler.
-//! - [`remote`]: the registry tier of the cache (look up by key, pull, push, publish by manifest copy).
+//! - [`plan`]: `build` or `cached` for each image (looked up in the local tier), and why.
+//! - [`run`]: **the run**: for each image in DAG order, local tier, remote tier, build, verify,
+//!   record, publish; one DAG scheduler; returns a summary and emits events. Its seams:
+//!   - `tier` (private): the `Tier` trait, `LocalTier` (records checked against the engine's
+//!     images), `RegistryTier` (an OCI registry), `Layered` (local first, then remote, filling
+//!     local from remote);
+//!   - [`execute`]: the `Builder`, `Images` and `Verifier` traits a run works through, and
+//!     Docker, which is all three ([`execute::Backend`]);
+//!   - [`record`]: the record stage (and the failure log);
+//!   - `publish` (private): release tags, by manifest copy or push (where signing will go);
+//!   - [`tags`]: the key label, the key tag, the one tag pair.
 //! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
+//! - [`cachedir`]: `cache stats` and `cache gc` over every part of the cache directory, whose
+//!   layout one module names ([`cache::layout`]).
 //!
-//! Drivers of the pipeline besides a one-off `images`:
+//! Drivers of the run besides a one-off `images`:
 //!
-//! - [`watch`]: rebuild the affected images on save.
+//! - [`watch`]: on save, hands the images whose key moved to the same run (with supersede).
 //! - [`affected`]: the services a git diff touches.
 //!
 //! The engine returns data; only `xtask` prints.

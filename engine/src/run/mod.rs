@@ -15,11 +15,11 @@
 //! failed. It returns data ([`Summary`]: each image's outcome and reasons, durations, the time
 //! saved, the exit status) and emits [`Event`]s; it prints nothing.
 //!
-//! - [`schedule`]: the one DAG scheduler (jobs, dependencies, follow-ups, skips);
-//! - [`job`]: one image's job, owning what its steps need;
-//! - [`steps`]: the steps of one job.
+//! - `schedule`: the one DAG scheduler (jobs, dependencies, follow-ups, skips);
+//! - `job`: one image's job, owning what its steps need;
+//! - `steps`: the steps of one job.
 //!
-//! `watch` drives the same machinery ([`Runner`]) for each batch of changes, submitting jobs while
+//! `watch` drives the same machinery (`Runner`) for each batch of changes, submitting jobs while
 //! others run; a job superseded by a newer one for the same image records nothing.
 
 mod job;

@@ -2,13 +2,13 @@
 //!
 //! The loop, in [`Watcher::run`]:
 //!
-//! 1. [`fswatch`]: notify watches every directory a context could hold (not `.git`, the cache,
+//! 1. `fswatch`: notify watches every directory a context could hold (not `.git`, the cache,
 //!    or what every `.dockerignore` in use excludes); reads are not changes.
-//! 2. [`debounce`]: a burst of events (a save, a rename-on-save, a `git checkout`) is one batch.
-//! 3. [`state`]: the batch's paths move the analysis forward: files a context holds are re-hashed
+//! 2. `debounce`: a burst of events (a save, a rename-on-save, a `git checkout`) is one batch.
+//! 3. `state`: the batch's paths move the analysis forward: files a context holds are re-hashed
 //!    in place (only they are read); anything else (a workspace file, a file added or removed, a
 //!    directory, a lost event) runs the pipeline's analysis again, warm.
-//! 4. [`builds`]: the images whose key moved are handed to the run ([`crate::run`]), which does
+//! 4. `builds`: the images whose key moved are handed to the run ([`crate::run`]), which does
 //!    for them what it does for `images` (local tier, remote tier, build, verify, record, publish;
 //!    `jobs` at a time, one build per image, one follow-up at most); with compose, they are
 //!    brought up.
