@@ -339,7 +339,7 @@ pub fn verify_service(
     let subject = Subject::new(ws, service);
     let reference = image
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{}:latest", ws.services[service].image));
+        .unwrap_or_else(|| format!("{}:{}", ws.services[service].image, crate::tags::LATEST));
     verify_image(docker, &reference, &subject)
 }
 

@@ -91,7 +91,7 @@ impl Compose {
     pub fn service_for(&self, image: &str, service: &str) -> Option<String> {
         let by_image = self.services.iter().find(|(_, i)| {
             i.as_deref()
-                .is_some_and(|i| i == image || i == format!("{image}:latest"))
+                .is_some_and(|i| i == image || i == format!("{image}:{}", crate::tags::LATEST))
         });
         match by_image {
             Some((name, _)) => Some(name.clone()),

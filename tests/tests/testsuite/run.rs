@@ -540,3 +540,28 @@ fn a_record_whose_image_is_gone_or_mislabelled_is_a_miss() {
     assert_eq!(built, ["a", "b"]);
     assert_eq!(s.exit_code(), 0);
 }
+
+/// Without an engine, `images --dry-run` still plans, and says it could not check the records.
+#[test]
+fn a_dry_run_without_an_engine_says_it_could_not_check() {
+    let fx = fixture();
+    let out = std::process::Command::new(tests::xtask_bin())
+        .arg("--root")
+        .arg(fx.root())
+        .args(["images", "--dry-run", "--json"])
+        .env("DOCKER", "/nonexistent/docker")
+        .env_remove("IMAGES_ROOT")
+        .env_remove("IMAGES_CACHE_DIR")
+        .output()
+        .expect("run xtask");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(plan["engine_checked"], false, "{plan}");
+    assert_eq!(plan["images"].as_array().map(Vec::len), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not check the engine"), "{stderr}");
+}
