@@ -68,13 +68,11 @@ impl Runner<'_> {
         }
     }
 
-    /// A local hit: verify (once per key), tag, publish.
+    /// A local hit: tag (the record is already there: an image built FROM it must find it under
+    /// `latest`), verify (once per key), publish.
     fn cached(&self, job: &Job, want: &Want<'_>, id: String, mut r: ImageReport) -> ImageReport {
         r.outcome = Outcome::Cached;
         r.image_id = Some(id.clone());
-        if self.cancelled() || !self.verify(job, &id, &mut r) {
-            return r;
-        }
         match self.local.tag(want, &id) {
             Ok(moved) => r.retagged = moved,
             Err(e) => {
@@ -84,6 +82,9 @@ impl Runner<'_> {
                 );
                 return r;
             }
+        }
+        if self.cancelled() || !self.verify(job, &id, &mut r) {
+            return r;
         }
         self.publish(want, Some(&id), &mut r);
         r
