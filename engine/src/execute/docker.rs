@@ -208,6 +208,12 @@ fn api_images(socket: &Path) -> Option<Vec<LocalImage>> {
     )
 }
 
+/// `docker image inspect --format` for an image's id and key label (an image without labels has
+/// none, where `index` would fail the whole command).
+fn inspect_format() -> String {
+    format!("{{{{.Id}}}}\t{{{{if .Config.Labels}}}}{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}{{{{end}}}}")
+}
+
 /// A label value as `docker image inspect --format` prints it: none when empty.
 fn label_value(v: &str) -> Option<String> {
     let v = v.trim();
@@ -376,11 +382,23 @@ impl Docker {
             }
         }
         if !by_id.is_empty() {
-            let format = format!("{{{{.Id}}}}\t{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}");
+            let format = inspect_format();
             let mut args = vec!["image", "inspect", "--format", format.as_str()];
             args.extend(by_id.keys().map(String::as_str));
-            // An image removed meanwhile fails the whole command: then ask again, one by one.
-            let labels = self.run_ok(&args).unwrap_or_default();
+            // An image removed meanwhile fails the whole command: then ask one by one.
+            let labels = match self.run_ok(&args) {
+                Ok(out) => out,
+                Err(_) => {
+                    let ids: Vec<String> = by_id.keys().cloned().collect();
+                    ids.iter()
+                        .filter_map(|id| {
+                            self.run_ok(&["image", "inspect", "--format", &format, id])
+                                .ok()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            };
             for line in labels.lines() {
                 if let Some((id, key)) = line.split_once('\t') {
                     if let Some(img) = by_id.get_mut(id) {
@@ -413,7 +431,7 @@ impl Docker {
 
     /// The id and key label of a local image, if the engine has it.
     fn inspect(&self, reference: &str) -> Option<LocalImage> {
-        let format = format!("{{{{.Id}}}}\t{{{{index .Config.Labels \"{KEY_LABEL}\"}}}}");
+        let format = inspect_format();
         let out = self
             .run_ok(&["image", "inspect", "--format", &format, reference])
             .ok()?;
