@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: the optional `images.toml` of a monorepo (service detection, ports, build args).
 //! - [`workspace`] (discover): `pnpm-workspace.yaml`, every `package.json`, workspace dependencies.
-//! - [`lockfile`]: pnpm lockfiles (lockfileVersion 6.0 and 9.0) and their pruning to a closure.
+//! - [`lockfile`]: pnpm lockfiles (lockfileVersion 5.3/5.4, 6.0 and 9.0) and their pruning.
 //! - [`dockerfile`]: a Dockerfile parser: stages, `FROM`, `COPY`/`ADD` sources, `ARG`s.
 //! - [`dockerfiles`]: service Dockerfiles rendered from the template, and the lint of forbidden patterns.
 //! - [`dockerignore`]: `.dockerignore` with Docker's own matching rules.
