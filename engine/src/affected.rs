@@ -50,6 +50,18 @@ pub struct Affected {
     /// Set when the answer is a fallback to all services.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Services of the head whose inputs cannot be resolved: each fails alone, and is listed as
+    /// affected (building it shows the error where it belongs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<AffectedError>,
+}
+
+/// A service the head cannot analyse.
+#[derive(Debug, Clone, Serialize)]
+pub struct AffectedError {
+    pub service: String,
+    pub error: String,
+    pub hint: String,
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -206,6 +218,7 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
             removed: Vec::new(),
             reasons: BTreeMap::new(),
             fallback: Some(why),
+            errors: errors_of(&head_analysis),
         });
     };
 
@@ -232,8 +245,9 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
     let base_dir = scratch.join("base");
     materialize(&top, &merge_base, &prefix, &base_dir)?;
     let base_root = base_dir.join(&prefix);
+    // A base that cannot be analysed at all has, for this comparison, no services.
     let base_analysis = if base_root.join(crate::workspace::WORKSPACE_FILE).is_file() {
-        Some(analysis_of(&base_root, &scratch.join("cache-base"))?)
+        analysis_of(&base_root, &scratch.join("cache-base")).ok()
     } else {
         None
     };
@@ -260,7 +274,13 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
             b.image(s).map(|i| (b, i))
         });
         let mut why = Vec::new();
+        let failed_at_base = base_analysis
+            .as_ref()
+            .is_some_and(|b| b.failed.iter().any(|f| f.name == svc.name));
         match base_img {
+            None if failed_at_base => {
+                why.push("its inputs could not be resolved at the base".to_string())
+            }
             None => why.push("a new service".to_string()),
             Some((b, bi)) => {
                 let base_files = files_of(b, &svc.name).unwrap_or_default();
@@ -310,6 +330,13 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
         }
     }
 
+    // A service the head cannot analyse is reported, and counted as affected.
+    for f in &head_analysis.failed {
+        reasons.entry(f.name.clone()).or_default().push(format!(
+            "its inputs cannot be resolved: {}",
+            first_line(&f.error)
+        ));
+    }
     let mut services: Vec<String> = reasons.keys().cloned().collect();
     services.sort();
     let images = services
@@ -340,7 +367,23 @@ pub fn affected(opts: &AffectedOptions) -> Result<Affected> {
         removed,
         reasons,
         fallback: None,
+        errors: errors_of(&head_analysis),
     })
+}
+
+fn errors_of(a: &Analysis) -> Vec<AffectedError> {
+    a.failed
+        .iter()
+        .map(|f| AffectedError {
+            service: f.name.clone(),
+            error: f.error.clone(),
+            hint: f.hint.clone(),
+        })
+        .collect()
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 fn tempdir() -> Result<PathBuf> {

@@ -1,20 +1,25 @@
 //! Inputs: the build context of each service, decided by the engine (DESIGN.md principles 1, 2).
 //!
-//! A context holds, with the repository's relative paths kept: the root-level files (the lockfile
-//! replaced by its pruning to the closure), the service's package and its transitive workspace
-//! dependencies, and any path its Dockerfile names in `COPY`/`ADD`; all filtered by the
-//! `.dockerignore` (or `<Dockerfile>.dockerignore`) with Docker's rules.
+//! A context is what Docker would send for its Dockerfile's sources and nothing else: every
+//! `COPY`/`ADD` source (and `RUN --mount=type=bind` source) of the stages the build runs, with
+//! `ARG`/`ENV` substituted ([`crate::sources`]), resolved beneath the root without following a
+//! symlink ([`crate::resolve`]) into the files BuildKit would copy after `.dockerignore` (or
+//! `<Dockerfile>.dockerignore`): files, symlinks as symlinks, directories with their whole
+//! subtree, nested workspace packages included; plus the Dockerfile, which the builder reads. The
+//! lockfile, when copied, is replaced by its pruning to the workspace packages the context holds.
+//! The engine's cache directory and `images.toml` are never in a context.
 //!
 //! Listing and hashing are one parallel pass: each distinct (directory, ignore file) is walked once
 //! for all the services that share it, and each walk answers its files' digests from the stat cache
 //! or reads them right away, so reading overlaps walking. The walks are then merged into one sorted
-//! table of files; a context is a sorted list of indices into it, so a shared package's files exist
-//! once however many contexts hold them.
+//! table of entries; a context is a sorted list of indices into it, so a shared package's files
+//! exist once however many contexts hold them.
+//!
+//! A service whose sources cannot be resolved fails alone ([`Listing::failed`]); the others are
+//! listed.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -22,9 +27,13 @@ use rayon::prelude::*;
 use crate::digest::{ContextDigest, FileDigest};
 use crate::dockerfile::Dockerfile;
 use crate::dockerignore::DockerIgnore;
-use crate::hash::{self, FileStat, HashStats, StatCache};
+use crate::hash::{FileStat, HashStats, StatCache};
+use crate::key::EntryKind;
 use crate::prunecache::PruneCache;
-use crate::workspace::{join_rel, Workspace, LOCKFILE};
+use crate::resolve::{self, Root, Rules, SelectError, Selection};
+use crate::sources::Reads;
+use crate::walk::{self, Found};
+use crate::workspace::{Workspace, LOCKFILE};
 use crate::{Error, Result};
 
 /// Where the bytes of a context file come from.
@@ -36,19 +45,33 @@ pub enum Source {
     Virtual(Arc<Vec<u8>>),
 }
 
-/// One file (or symlink) of a build context.
+/// One entry (file, symlink or directory) of a build context.
 #[derive(Debug, Clone)]
 pub struct ContextFile {
     /// Relative to the root (and to the context), `/`-separated. Shared with the listing and
     /// every other context holding the file.
     pub path: Arc<str>,
     /// Normalised: `0o755` when the owner may execute, `0o644` otherwise (umask-independent);
-    /// `0o777` for symlinks.
+    /// `0o777` for symlinks, `0o755` for directories.
     pub mode: u32,
     pub symlink: bool,
+    /// A directory (Docker sends directories, empty or not; its content is its other entries).
+    pub dir: bool,
     pub size: u64,
     pub digest: FileDigest,
     pub source: Source,
+}
+
+impl ContextFile {
+    pub fn kind(&self) -> EntryKind {
+        if self.dir {
+            EntryKind::Dir
+        } else if self.symlink {
+            EntryKind::Symlink
+        } else {
+            EntryKind::File
+        }
+    }
 }
 
 /// The build context of one service.
@@ -62,9 +85,11 @@ pub struct Context {
     pub dockerignore: Option<String>,
     /// The parsed Dockerfile.
     pub dockerfile: Arc<Dockerfile>,
+    /// Directories where a new file could join this context (`.`: anywhere), for watchers.
+    pub covers: Vec<String>,
 }
 
-/// One disk file of at least one context, with its digest.
+/// One disk entry of at least one context, with its digest.
 #[derive(Debug, Clone)]
 pub struct ListedFile {
     pub path: Arc<str>,
@@ -74,15 +99,19 @@ pub struct ListedFile {
     pub hashed: bool,
 }
 
-/// Every listed service's context, before assembly: one table of files, and per service the
-/// indices of its files.
+/// Every listed service's context, before assembly: one table of entries, and per service the
+/// indices of its entries.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Every disk file of any listed context, once, sorted by path.
+    /// Every disk entry of any listed context, once, sorted by path.
     pub files: Vec<ListedFile>,
-    /// Per service: its files, the ignore file, the Dockerfile and the pruned lockfile.
+    /// Per listed service: its entries, the ignore file, the Dockerfile and the pruned lockfile.
     pub services: Vec<ServiceListing>,
-    /// Files listed, read and hashed (each distinct file counted once).
+    /// Services whose context could not be listed, and why.
+    pub failed: Vec<(usize, Error)>,
+    /// Things worth saying that fail nothing.
+    pub warnings: Vec<String>,
+    /// Files listed, read and hashed (each distinct file counted once; directories not counted).
     pub stats: HashStats,
     /// Every pruned lockfile of this listing by its prune key, and how many were pruned now (not
     /// found in [`HashWith::pruned`]).
@@ -93,16 +122,17 @@ pub struct Listing {
 #[derive(Debug)]
 pub struct ServiceListing {
     pub service: usize,
-    /// Indices into [`Listing::files`], ascending (so in path order); the disk files of the
+    /// Indices into [`Listing::files`], ascending (so in path order); the disk entries of the
     /// context, without the lockfile (replaced by `pruned_lockfile`).
     pub files: Vec<u32>,
     pub dockerignore: Option<String>,
     pub dockerfile: Arc<Dockerfile>,
     pub pruned_lockfile: Option<Arc<Vec<u8>>>,
+    pub covers: Vec<String>,
 }
 
 impl Listing {
-    /// The paths of one service's disk files, in order.
+    /// The paths of one service's disk entries, in order.
     pub fn paths<'a>(&'a self, sl: &'a ServiceListing) -> impl Iterator<Item = &'a str> + 'a {
         sl.files.iter().map(|&i| &*self.files[i as usize].path)
     }
@@ -119,103 +149,165 @@ pub struct HashWith<'a> {
     pub parallel: bool,
 }
 
-/// The normalised mode of a file, as it is hashed and as it is put in the tar stream.
+/// The normalised mode of an entry, as it is hashed and as it is put in the tar stream.
 pub fn normal_mode(stat: &FileStat) -> u32 {
     if stat.is_symlink() {
         0o777
-    } else if stat.mode & 0o100 != 0 {
+    } else if stat.is_dir() || stat.mode & 0o100 != 0 {
         0o755
     } else {
         0o644
     }
 }
 
-/// Root files that configure the engine, not the build: never sent to the builder (their effect,
-/// such as build arguments, is in the key manifest).
-const ENGINE_FILES: &[&str] = &[crate::config::CONFIG_FILE];
-
 /// One piece of listing work, shared by every service that needs it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Unit {
-    /// The files below a directory (only the root's own files for `.`), filtered by an ignore file.
+    /// A directory and everything below it, filtered by an ignore file.
     Walk { dir: String, ignore: Option<String> },
-    /// One file, already checked against the ignore file of the service that needs it.
+    /// One file or symlink (already checked against the ignore file of the service that needs
+    /// it).
     File(String),
 }
 
-/// A file found by one unit, with its digest.
-struct Found {
-    path: Arc<str>,
-    stat: FileStat,
-    digest: FileDigest,
-    /// Bytes read to hash it; `None` when the stat cache answered.
-    read: Option<u64>,
+/// One service to list: its Dockerfile, parsed for this build, and what it reads.
+#[derive(Debug)]
+pub struct ServiceInput<'a> {
+    pub service: usize,
+    pub dockerfile: Arc<Dockerfile>,
+    pub reads: &'a Reads,
 }
 
-/// Parses the Dockerfile of each of `services`.
+/// Reads and parses the Dockerfile of each of `services` (through symlinks that stay in the root),
+/// as a build with its build arguments (`build_args(service)`) sees it. Failures are per service.
+#[allow(clippy::type_complexity)]
 pub fn load_dockerfiles(
     ws: &Workspace,
+    root: &Root,
     services: &[usize],
-) -> Result<HashMap<usize, Arc<Dockerfile>>> {
-    services
+    build_args: &(dyn Fn(usize) -> std::collections::BTreeMap<String, String> + Sync),
+) -> (HashMap<usize, Arc<Dockerfile>>, Vec<(usize, Error)>) {
+    let results: Vec<(usize, Result<Arc<Dockerfile>>)> = services
         .par_iter()
         .map(|&s| {
             let df_path = ws.root.join(&ws.services[s].dockerfile);
-            let text =
-                std::fs::read_to_string(&df_path).map_err(|e| Error::io("read", &df_path, e))?;
-            Ok((s, Arc::new(Dockerfile::parse(&df_path, &text)?)))
+            let read = || -> Result<Arc<Dockerfile>> {
+                let bytes = read_beneath(root, &ws.services[s].dockerfile)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::Other(format!("`{}` is not UTF-8 text", df_path.display()))
+                })?;
+                let df = Dockerfile::parse(&df_path, &text)?;
+                Ok(Arc::new(df.with_build_args(&df_path, &build_args(s))?))
+            };
+            (s, read())
         })
-        .collect()
+        .collect();
+    let mut ok = HashMap::new();
+    let mut failed = Vec::new();
+    for (s, r) in results {
+        match r {
+            Ok(d) => {
+                ok.insert(s, d);
+            }
+            Err(e) => failed.push((s, e)),
+        }
+    }
+    (ok, failed)
 }
 
-/// Lists and hashes every service's context: walks each distinct directory once (in parallel),
-/// applies the ignore rules, adds `COPY` sources, answers digests from the stat cache or reads the
-/// files, prunes the lockfile. `dockerfiles` holds (at least) the Dockerfile of each of `services`
-/// (see [`load_dockerfiles`]).
+/// The bytes of the file at `rel`, following symlinks that stay in the root (in userland).
+pub fn read_beneath(root: &Root, rel: &str) -> Result<Vec<u8>> {
+    let ignore = DockerIgnore::empty();
+    let rules = Rules {
+        ignore: &ignore,
+        hidden: &[],
+    };
+    let mut links = Vec::new();
+    let abs = root.path().join(rel);
+    match resolve::resolve(root, rel, rules, &mut links) {
+        Ok((real, resolve::Kind::File)) => root.read(&real).map_err(|e| Error::io("read", &abs, e)),
+        Ok(_) => Err(Error::Other(format!("`{}` is not a file", abs.display()))),
+        Err(SelectError::Outside { link, target }) => Err(Error::SymlinkOutsideRoot {
+            path: root.path().join(link),
+            target,
+        }),
+        Err(SelectError::Io { error, .. }) => Err(Error::io("read", &abs, error)),
+        Err(_) => Err(Error::io(
+            "read",
+            &abs,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )),
+    }
+}
+
+/// The error for a source that cannot be resolved, naming the Dockerfile and line.
+fn select_error(
+    root: &Root,
+    dockerfile: &str,
+    ignore_file: Option<&str>,
+    source: &crate::sources::SourceRef,
+    e: SelectError,
+) -> Error {
+    let df = root.path().join(dockerfile);
+    let line = source.line;
+    let src = &source.written;
+    match e {
+        SelectError::Missing { .. } => Error::MissingCopySource {
+            dockerfile: df,
+            line,
+            source_path: src.clone(),
+        },
+        SelectError::Excluded { path } => Error::Other(format!(
+            "`{}` copies `{src}` (line {line}), but `{}` leaves `{path}` out of the build context, so `docker build` would not find it\n  hint: add `!{path}` to `{}`, or stop copying it",
+            df.display(),
+            ignore_file.unwrap_or(".dockerignore"),
+            ignore_file.unwrap_or(".dockerignore"),
+        )),
+        SelectError::Outside { link, target } => Error::SymlinkOutsideRoot {
+            path: root.path().join(link),
+            target,
+        },
+        SelectError::Loop { link } => Error::Other(format!(
+            "`{}` copies `{src}` (line {line}), but the symlinks from `{}` loop\n  hint: fix the link",
+            df.display(),
+            root.path().join(link).display()
+        )),
+        SelectError::Hidden { path } => Error::Other(format!(
+            "`{}` copies `{src}` (line {line}), which is the engine's own `{path}` (its cache directory or `images.toml`): never part of a build context\n  hint: copy something else, or move the cache directory out with `--cache-dir`",
+            df.display()
+        )),
+        SelectError::Io { path, error } => Error::io("read", root.path().join(path), error),
+    }
+}
+
+/// Lists and hashes every service's context: resolves its sources, walks each distinct
+/// directory once (in parallel), applies the ignore rules, answers digests from the stat cache or
+/// reads the files, prunes the lockfile. `hidden`: paths never in a context (the cache directory,
+/// when inside the root).
 pub fn list(
     ws: &Workspace,
-    services: &[usize],
-    dockerfiles: &HashMap<usize, Arc<Dockerfile>>,
+    root: &Root,
+    inputs: &[ServiceInput<'_>],
+    hidden: &[String],
     with: HashWith<'_>,
-) -> Result<Listing> {
-    let root = ws.root.as_path();
-    let package_dirs: HashSet<&str> = ws.packages.iter().map(|p| p.dir.as_str()).collect();
+) -> Listing {
+    let mut listing = Listing::default();
+    let mut hidden: Vec<String> = hidden.to_vec();
+    hidden.extend(walk::ENGINE_FILES.iter().map(|f| f.to_string()));
+    let hidden = hidden.as_slice();
 
     // Ignore files, once each.
-    let mut ignores: HashMap<Option<String>, Arc<DockerIgnore>> = HashMap::new();
-    let mut plans = Vec::new();
-    for &s in services {
-        let svc = &ws.services[s];
-        let dockerfile = match dockerfiles.get(&s) {
-            Some(d) => d.clone(),
-            None => load_dockerfiles(ws, &[s])?
-                .remove(&s)
-                .ok_or_else(|| Error::Other(format!("no Dockerfile for `{}`", svc.name)))?,
-        };
-        let specific = format!("{}.dockerignore", svc.dockerfile);
-        let ignore_file = if root.join(&specific).is_file() {
-            Some(specific)
-        } else if root.join(".dockerignore").is_file() {
-            Some(".dockerignore".to_string())
-        } else {
-            None
-        };
-        if !ignores.contains_key(&ignore_file) {
-            let matcher = match &ignore_file {
-                Some(f) => {
-                    let p = root.join(f);
-                    let text = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
-                    DockerIgnore::parse(&p, &text)?
-                }
-                None => DockerIgnore::empty(),
-            };
-            ignores.insert(ignore_file.clone(), Arc::new(matcher));
-        }
-        plans.push((s, dockerfile, ignore_file));
+    let mut ignores: HashMap<Option<String>, std::result::Result<Arc<DockerIgnore>, String>> =
+        HashMap::new();
+    struct Plan<'a> {
+        service: usize,
+        dockerfile: Arc<Dockerfile>,
+        ignore_file: Option<String>,
+        units: Vec<usize>,
+        covers: BTreeSet<String>,
+        _input: std::marker::PhantomData<&'a ()>,
     }
-
-    // What to list: the root's own files, each closure package, COPY sources outside them, patch
-    // files, and the Dockerfile (Docker sends it whatever the ignore file says).
+    let mut plans: Vec<Plan<'_>> = Vec::new();
     let mut units: Vec<Unit> = Vec::new();
     let mut unit_index: HashMap<Unit, usize> = HashMap::new();
     let mut add = |u: Unit, mine: &mut Vec<usize>| {
@@ -226,112 +318,183 @@ pub fn list(
         }
         mine.push(i);
     };
-    let mut per_service: Vec<Vec<usize>> = Vec::new();
-    for (s, dockerfile, ignore_file) in &plans {
-        let svc = &ws.services[*s];
-        let ignore = &ignores[ignore_file];
-        let walk = |dir: String| Unit::Walk {
-            dir,
-            ignore: ignore_file.clone(),
+    for input in inputs {
+        let s = input.service;
+        let svc = &ws.services[s];
+        let specific = format!("{}.dockerignore", svc.dockerfile);
+        let is_file = |rel: &str| {
+            root.lstat(rel).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode as _)
+                    == rustix::fs::FileType::RegularFile
+            })
         };
-        let mut mine = Vec::new();
-        let closure = ws.closure(svc.package);
-        add(walk(".".to_string()), &mut mine);
-        let closure_dirs: Vec<&str> = closure
-            .iter()
-            .map(|&p| ws.packages[p].dir.as_str())
-            .filter(|d| *d != ".")
-            .collect();
-        for d in &closure_dirs {
-            add(walk(d.to_string()), &mut mine);
-        }
-        let mut extra_files = Vec::new();
-        // Patch files pnpm reads at install: part of every context that holds the lockfile.
-        for patch in &ws.patch_files {
-            let abs = root.join(patch);
-            let meta = std::fs::symlink_metadata(&abs)
-                .map_err(|e| Error::io("read the patch", &abs, e))?;
-            if meta.is_dir() {
-                add(walk(patch.clone()), &mut mine);
-            } else {
-                extra_files.push(patch.clone());
-            }
-        }
-        for (src, line) in dockerfile.context_sources() {
-            let norm = join_rel(".", src.trim_start_matches('/'));
-            if norm == "." {
-                continue; // `COPY . .` copies this (pruned) context
-            }
-            let covered = |p: &str| {
-                closure_dirs
-                    .iter()
-                    .any(|d| p == *d || p.starts_with(&format!("{d}/")))
-                    || !p.contains('/')
-            };
-            if norm.contains(['*', '?', '[']) {
-                // A glob: the walk of its literal prefix (the builder applies the glob itself).
-                let prefix: Vec<&str> = norm
-                    .split('/')
-                    .take_while(|s| !s.contains(['*', '?', '[']))
-                    .collect();
-                let dir = if prefix.is_empty() {
-                    ".".to_string()
-                } else {
-                    prefix.join("/")
-                };
-                if !covered(&norm) && dir != "." {
-                    add(walk(dir), &mut mine);
+        let ignore_file = if is_file(&specific) {
+            Some(specific)
+        } else if is_file(".dockerignore") {
+            Some(".dockerignore".to_string())
+        } else {
+            None
+        };
+        let ignore = ignores
+            .entry(ignore_file.clone())
+            .or_insert_with(|| match &ignore_file {
+                Some(f) => {
+                    let p = root.path().join(f);
+                    root.read(f)
+                        .map_err(|e| Error::io("read", &p, e).to_string())
+                        .and_then(|b| {
+                            DockerIgnore::parse(&p, &String::from_utf8_lossy(&b))
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(Arc::new)
                 }
+                None => Ok(Arc::new(DockerIgnore::empty())),
+            })
+            .clone();
+        let ignore = match ignore {
+            Ok(i) => i,
+            Err(e) => {
+                listing.failed.push((s, Error::Other(e)));
                 continue;
             }
-            let abs = root.join(&norm);
-            let meta = std::fs::symlink_metadata(&abs).map_err(|_| Error::MissingCopySource {
-                dockerfile: root.join(&svc.dockerfile),
-                line,
-                source_path: src.clone(),
-            })?;
-            if covered(&norm) {
-                continue;
-            }
-            if meta.is_dir() {
-                add(walk(norm), &mut mine);
-            } else {
-                extra_files.push(norm);
+        };
+        let rules = Rules {
+            ignore: &ignore,
+            hidden,
+        };
+        let mut sel = Selection::default();
+        let mut failed = None;
+        for src in &input.reads.sources {
+            if let Err(e) = resolve::select(root, &src.path, rules, &mut sel) {
+                failed = Some(select_error(
+                    root,
+                    &svc.dockerfile,
+                    ignore_file.as_deref(),
+                    src,
+                    e,
+                ));
+                break;
             }
         }
-        for f in extra_files {
-            if !ignore.is_excluded(&f) {
-                add(Unit::File(f), &mut mine);
+        // The Dockerfile: the builder reads it whatever the ignore file says.
+        let no_ignore = DockerIgnore::empty();
+        let mut df_links = Vec::new();
+        let df_rules = Rules {
+            ignore: &no_ignore,
+            hidden: &[],
+        };
+        match resolve::resolve(root, &svc.dockerfile, df_rules, &mut df_links) {
+            Ok((real, _)) => {
+                sel.entries.extend(df_links);
+                sel.entries.insert(real);
+            }
+            Err(e) => {
+                failed.get_or_insert_with(|| {
+                    Error::Other(format!(
+                        "cannot read `{}`: {e:?}",
+                        root.path().join(&svc.dockerfile).display()
+                    ))
+                });
             }
         }
-        add(Unit::File(svc.dockerfile.clone()), &mut mine);
-        per_service.push(mine);
+        if let Some(e) = failed {
+            listing.failed.push((s, e));
+            continue;
+        }
+        let under = |t: &str| t == "." || svc.dockerfile.starts_with(&format!("{t}/"));
+        let patterns = input.reads.sources.iter().filter_map(|src| {
+            let p = resolve::clean(&src.path);
+            resolve::has_wildcards(&p).then(|| {
+                p.split('/')
+                    .take_while(|c| !resolve::has_wildcards(c))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+        });
+        let copied = sel.trees.iter().any(|t| under(t))
+            || patterns
+                .map(|p| if p.is_empty() { ".".to_string() } else { p })
+                .any(|p| under(&p));
+        if ignore.is_excluded(&svc.dockerfile) && copied {
+            listing.warnings.push(format!(
+                "`{}` excludes `{}`, which the Dockerfile's sources would copy: the engine must send the Dockerfile to the builder, so the image holds it where `docker build` leaves it out",
+                ignore_file.as_deref().unwrap_or(".dockerignore"),
+                svc.dockerfile
+            ));
+        }
+        let mut mine = Vec::new();
+        for t in &sel.trees {
+            add(
+                Unit::Walk {
+                    dir: t.clone(),
+                    ignore: ignore_file.clone(),
+                },
+                &mut mine,
+            );
+        }
+        for e in &sel.entries {
+            // A file a walk of this context already lists needs no unit of its own.
+            let in_tree = sel
+                .trees
+                .iter()
+                .any(|t| t == "." || e.starts_with(&format!("{t}/")));
+            if !in_tree || *e == svc.dockerfile {
+                add(Unit::File(e.clone()), &mut mine);
+            }
+        }
+        plans.push(Plan {
+            service: s,
+            dockerfile: input.dockerfile.clone(),
+            ignore_file,
+            units: mine,
+            covers: sel.covers,
+            _input: std::marker::PhantomData,
+        });
     }
 
     // Run every unit once: in parallel, each hashing what the stat cache cannot answer.
     let run = |u: &Unit| -> Result<Vec<Found>> {
-        let listed = match u {
+        match u {
             Unit::Walk { dir, ignore } => {
-                return walk(root, dir, &ignores[ignore], &package_dirs, with)
+                let ignore = match ignores.get(ignore) {
+                    Some(Ok(i)) => i.clone(),
+                    _ => Arc::new(DockerIgnore::empty()),
+                };
+                let rules = Rules {
+                    ignore: &ignore,
+                    hidden,
+                };
+                walk::walk(root, dir, rules, with)
             }
             Unit::File(f) => {
-                let abs = root.join(f);
-                let meta =
-                    std::fs::symlink_metadata(&abs).map_err(|e| Error::io("read", &abs, e))?;
-                check_symlink(root, f, &meta)?;
-                (f.clone(), FileStat::from_metadata(&meta))
+                let empty = DockerIgnore::empty();
+                let rules = Rules {
+                    ignore: &empty,
+                    hidden,
+                };
+                walk::one(root, f, rules, with).map(|f| vec![f])
             }
-        };
-        digest_one(root, listed, with)
+        }
     };
-    let found: Vec<Vec<Found>> = if with.parallel {
-        units.par_iter().map(run).collect::<Result<_>>()?
+    let found: Vec<Result<Vec<Found>>> = if with.parallel {
+        units.par_iter().map(run).collect()
     } else {
-        units.iter().map(run).collect::<Result<_>>()?
+        units.iter().map(run).collect()
     };
+    let mut unit_error: HashMap<usize, String> = HashMap::new();
+    let found: Vec<Vec<Found>> = found
+        .into_iter()
+        .enumerate()
+        .map(|(u, r)| match r {
+            Ok(f) => f,
+            Err(e) => {
+                unit_error.insert(u, e.to_string());
+                Vec::new()
+            }
+        })
+        .collect();
 
-    // Merge the units' sorted files into one table; each unit's files become indices into it.
-    let mut listing = Listing::default();
+    // Merge the units' sorted entries into one table; each unit's entries become indices into it.
     let mut unit_ids: Vec<Vec<u32>> = found.iter().map(|f| Vec::with_capacity(f.len())).collect();
     let mut heap: BinaryHeap<Reverse<(&str, usize, usize)>> = found
         .iter()
@@ -347,7 +510,9 @@ pub fn list(
             let f = &run[i];
             let same = listing.files.last().is_some_and(|l| l.path == f.path);
             if !same {
-                listing.stats.files += 1;
+                if !f.stat.is_dir() {
+                    listing.stats.files += 1;
+                }
                 if let Some(n) = f.read {
                     listing.stats.hashed += 1;
                     listing.stats.bytes_read += n;
@@ -375,414 +540,147 @@ pub fn list(
         .files
         .binary_search_by(|f| (*f.path).cmp(LOCKFILE))
         .ok()
+        .filter(|&i| !listing.files[i].stat.is_symlink() && !listing.files[i].stat.is_dir())
         .map(|i| i as u32);
 
-    // The lockfile is replaced by its pruning to the closure's importers: each distinct set of
-    // importers pruned once, in parallel.
-    let importers_of = |s: usize| -> BTreeSet<String> {
-        ws.closure(ws.services[s].package)
-            .into_iter()
-            .map(|p| ws.packages[p].dir.clone())
-            .chain(std::iter::once(".".to_string()))
-            .collect()
-    };
-    let mut pruned: HashMap<BTreeSet<String>, Option<Arc<Vec<u8>>>> = HashMap::new();
-    if let (Some(lock), Some(_)) = (&ws.lockfile, lockfile_id) {
-        for (s, _, _) in &plans {
-            pruned.entry(importers_of(*s)).or_insert(None);
+    // Each context's entries; a context holding the lockfile gets its pruning to the workspace
+    // packages it holds (each distinct set pruned once, in parallel).
+    let manifests: HashMap<String, &str> = ws
+        .packages
+        .iter()
+        .filter(|p| !p.is_root())
+        .map(|p| (p.manifest(), p.dir.as_str()))
+        .collect();
+    let mut per_service: Vec<(Plan<'_>, Vec<u32>, Option<BTreeSet<String>>)> = Vec::new();
+    for plan in plans {
+        if let Some(e) = plan.units.iter().find_map(|u| unit_error.get(u)) {
+            listing.failed.push((plan.service, Error::Other(e.clone())));
+            continue;
         }
-        // Found in the cache, or pruned now (in parallel).
-        let sets: Vec<(&BTreeSet<String>, [u8; 32])> = pruned
-            .keys()
-            .map(|set| (set, lock.prune_key(set)))
-            .collect();
-        let made: Vec<(Arc<Vec<u8>>, bool)> = sets
-            .par_iter()
-            .map(|(set, key)| match with.pruned.get(key) {
-                Some(bytes) => Ok((bytes, false)),
-                None => lock.prune(set).map(|t| (Arc::new(t.into_bytes()), true)),
-            })
-            .collect::<Result<_>>()?;
-        let sets: Vec<(BTreeSet<String>, [u8; 32])> =
-            sets.into_iter().map(|(s, k)| (s.clone(), k)).collect();
-        for ((set, key), (bytes, now)) in sets.into_iter().zip(made) {
-            listing.pruned_now += usize::from(now);
-            listing.prunings.push((key, bytes.clone()));
-            pruned.insert(set, Some(bytes));
-        }
-    }
-    for (mine, (s, dockerfile, ignore_file)) in per_service.into_iter().zip(plans) {
-        let mut files: Vec<u32> = mine
+        let mut files: Vec<u32> = plan
+            .units
             .iter()
             .flat_map(|&u| unit_ids[u].iter().copied())
             .collect();
         files.sort_unstable();
         files.dedup();
-        let mut pruned_lockfile = None;
-        if let (Some(_), Some(id)) = (&ws.lockfile, lockfile_id) {
+        let mut importers = None;
+        if let Some(id) = lockfile_id {
             if let Ok(i) = files.binary_search(&id) {
                 files.remove(i);
-                pruned_lockfile = pruned.get(&importers_of(s)).cloned().flatten();
-            }
-        }
-        listing.services.push(ServiceListing {
-            service: s,
-            files,
-            dockerignore: ignore_file,
-            dockerfile,
-            pruned_lockfile,
-        });
-    }
-    Ok(listing)
-}
-
-/// One file named on its own (not walked): its digest, from the stat cache or read now.
-fn digest_one(
-    root: &Path,
-    (path, stat): (String, FileStat),
-    with: HashWith<'_>,
-) -> Result<Vec<Found>> {
-    let (digest, read) = match with.cache.lookup(&path, &stat) {
-        Some(d) => (d, None),
-        None => {
-            let abs = root.join(&path);
-            let (d, n) = hash::hash_path(&abs, &stat).map_err(|e| Error::io("read", abs, e))?;
-            (d, Some(n))
-        }
-    };
-    Ok(vec![Found {
-        path: Arc::from(path),
-        stat,
-        digest,
-        read,
-    }])
-}
-
-/// What one walk needs, shared by its directory tasks.
-struct Walker<'a> {
-    root: &'a Path,
-    ignore: &'a DockerIgnore,
-    package_dirs: &'a HashSet<&'a str>,
-    with: HashWith<'a>,
-    /// Only the directory's own files (the root's).
-    top_only: bool,
-}
-
-/// Lists and hashes the files below `dir` (or only the root's own files when `dir` is `.`),
-/// skipping ignored paths and nested workspace packages (they are walked on their own when in a
-/// closure). Directories are read and files opened relative to their directory's descriptor (one
-/// path component to resolve, not the whole path), subdirectories in parallel; a file the stat
-/// cache has no entry for is opened and `fstat`ed at once (no separate `lstat`), and read for
-/// exactly its size. Sorted by path.
-fn walk(
-    root: &Path,
-    dir: &str,
-    ignore: &DockerIgnore,
-    package_dirs: &HashSet<&str>,
-    with: HashWith<'_>,
-) -> Result<Vec<Found>> {
-    let w = Walker {
-        root,
-        ignore,
-        package_dirs,
-        with,
-        top_only: dir == ".",
-    };
-    let abs = if dir == "." {
-        root.to_path_buf()
-    } else {
-        root.join(dir)
-    };
-    // The walk's own directory is opened as `read_dir` would (through a symlink, as a root given
-    // through one); directories found in the walk are opened without following (they were
-    // directories when listed).
-    let fd = rustix::fs::openat(
-        rustix::fs::CWD,
-        &abs,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| Error::io("read directory", &abs, e.into()))?;
-    let mut chunks = Vec::new();
-    w.dir(fd, dir.to_string(), ignore.dir_state(dir), &mut chunks)?;
-    // The chunks come in path order (see `Walker::dir`): no sort of the whole walk.
-    let mut out: Vec<Found> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-    for c in chunks {
-        out.extend(c);
-    }
-    debug_assert!(out.is_sorted_by(|a, b| a.path < b.path));
-    Ok(out)
-}
-
-/// Where a file's path sorts against the files below a directory: as against `dir/`.
-fn cmp_with_dir(file: &str, dir: &str) -> std::cmp::Ordering {
-    file.bytes().cmp(dir.bytes().chain(std::iter::once(b'/')))
-}
-
-fn open_dir<Fd: rustix::fd::AsFd, P: rustix::path::Arg>(
-    at: Fd,
-    path: P,
-) -> std::io::Result<rustix::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::openat(
-        at,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )?)
-}
-
-// The field types of `struct stat` differ between targets: the casts are needed on some.
-#[allow(clippy::unnecessary_cast)]
-fn stat_of(st: &rustix::fs::Stat) -> FileStat {
-    FileStat {
-        size: st.st_size as u64,
-        mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as i64,
-        ctime_ns: (st.st_ctime as i64).saturating_mul(1_000_000_000) + st.st_ctime_nsec as i64,
-        ino: st.st_ino as u64,
-        mode: st.st_mode as u32,
-    }
-}
-
-impl Walker<'_> {
-    /// Walks one directory (`fd`, at `rel`): its files into `out`, its subdirectories in parallel.
-    fn dir(
-        &self,
-        fd: rustix::fd::OwnedFd,
-        rel: String,
-        state: crate::dockerignore::DirState,
-        out: &mut Vec<Vec<Found>>,
-    ) -> Result<()> {
-        use rustix::fs::{AtFlags, FileType};
-        let abs = || {
-            if rel == "." {
-                self.root.to_path_buf()
-            } else {
-                self.root.join(&rel)
-            }
-        };
-        let mut dir =
-            rustix::fs::Dir::new(fd).map_err(|e| Error::io("read directory", abs(), e.into()))?;
-        // Each child's path is built in one buffer after the directory's own `rel/`: a file's
-        // path is allocated once, as the shared string it stays.
-        let mut child = if rel == "." {
-            String::new()
-        } else {
-            format!("{rel}/")
-        };
-        let base = child.len();
-        let mut files: Vec<(Arc<str>, FileType)> = Vec::new();
-        let mut subdirs: Vec<(String, crate::dockerignore::DirState)> = Vec::new();
-        while let Some(entry) = dir.read() {
-            let entry = entry.map_err(|e| Error::io("read directory", abs(), e.into()))?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let Ok(name) = std::str::from_utf8(name) else {
-                return Err(Error::Other(format!(
-                    "`{}` has a name that is not UTF-8\n  hint: rename it; image contexts need portable names",
-                    abs().join(std::ffi::OsStr::from_bytes(name)).display()
-                )));
-            };
-            child.truncate(base);
-            child.push_str(name);
-            let mut ft = entry.file_type();
-            if ft == FileType::Unknown {
-                let fd = dir
-                    .fd()
-                    .map_err(|e| Error::io("read directory", abs(), e.into()))?;
-                let st = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::io("read", self.root.join(&child), e.into()))?;
-                ft = FileType::from_raw_mode(st.st_mode as _);
-            }
-            if ft == FileType::Directory {
-                if self.top_only || self.package_dirs.contains(child.as_str()) {
-                    continue;
-                }
-                let (excluded, child_state) = self.ignore.check_in(&state, &child);
-                if excluded && !self.ignore.may_reinclude_below(&child) {
-                    continue;
-                }
-                subdirs.push((child.clone(), child_state));
-                continue;
-            }
-            if self.ignore.is_excluded_in(&state, &child)
-                || (self.top_only && ENGINE_FILES.contains(&name))
-            {
-                continue;
-            }
-            if !(ft == FileType::RegularFile || ft == FileType::Symlink) {
-                continue; // sockets, fifos and devices are not context files
-            }
-            files.push((Arc::from(child.as_str()), ft));
-        }
-        let dfd = dir
-            .fd()
-            .map_err(|e| Error::io("read directory", abs(), e.into()))?;
-        // In path order: a directory's files sort among the others as `name/` does.
-        files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        subdirs.sort_unstable_by(|a, b| {
-            let slash = std::iter::once(b'/');
-            (a.0.bytes().chain(slash.clone())).cmp(b.0.bytes().chain(slash))
-        });
-        let mut found = Vec::with_capacity(files.len());
-        for (path, ft) in files {
-            found.push(self.file(dfd, base, path, ft)?);
-        }
-        let sub = |(child, st): (String, crate::dockerignore::DirState)| {
-            let fd = open_dir(dfd, &child[base..])
-                .map_err(|e| Error::io("read directory", self.root.join(&child), e))?;
-            let mut chunks = Vec::new();
-            self.dir(fd, child, st, &mut chunks)?;
-            Ok(chunks)
-        };
-        let names: Vec<String> = subdirs.iter().map(|(c, _)| c.clone()).collect();
-        let nested: Vec<Vec<Vec<Found>>> = if self.with.parallel && subdirs.len() > 1 {
-            subdirs.into_par_iter().map(sub).collect::<Result<_>>()?
-        } else {
-            subdirs.into_iter().map(sub).collect::<Result<_>>()?
-        };
-        // Interleave: the files before each subdirectory, then its chunks.
-        let mut files = found.into_iter().peekable();
-        for (name, chunks) in names.iter().zip(nested) {
-            let mut before = Vec::new();
-            while let Some(f) = files.next_if(|f| cmp_with_dir(&f.path, name).is_lt()) {
-                before.push(f);
-            }
-            if !before.is_empty() {
-                out.push(before);
-            }
-            out.extend(chunks);
-        }
-        let rest: Vec<Found> = files.collect();
-        if !rest.is_empty() {
-            out.push(rest);
-        }
-        Ok(())
-    }
-
-    /// One file or symlink of a directory: its stat and digest.
-    fn file(
-        &self,
-        dfd: rustix::fd::BorrowedFd<'_>,
-        base: usize,
-        child: Arc<str>,
-        ft: rustix::fs::FileType,
-    ) -> Result<Found> {
-        let name = &child[base..];
-        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-        let io_err = |what: &'static str, e: rustix::io::Errno| {
-            Error::io(what, self.root.join(&*child), e.into())
-        };
-        let cached = self.with.cache.entry(&child);
-        if ft == FileType::Symlink {
-            let st = rustix::fs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| io_err("read", e))?;
-            let stat = stat_of(&st);
-            let target = rustix::fs::readlinkat(dfd, name, Vec::new())
-                .map_err(|e| io_err("read link", e))?;
-            let target = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
-            check_link_target(self.root, &child, &target)?;
-            let (digest, read) = match cached.and_then(|c| self.with.cache.trust(&c, &stat)) {
-                Some(d) => (d, None),
-                None => {
-                    let bytes = target.as_os_str().as_encoded_bytes();
-                    (FileDigest::of_bytes(bytes), Some(bytes.len() as u64))
-                }
-            };
-            return Ok(Found {
-                path: child,
-                stat,
-                digest,
-                read,
-            });
-        }
-        // A file the cache knows: `lstat` it, and read it only if it changed.
-        let mut known = None;
-        if let Some(c) = &cached {
-            let st = rustix::fs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| io_err("read", e))?;
-            let stat = stat_of(&st);
-            if let Some(digest) = self.with.cache.trust(c, &stat) {
-                return Ok(Found {
-                    path: child,
-                    stat,
-                    digest,
-                    read: None,
-                });
-            }
-            known = Some(stat);
-        }
-        let fd = rustix::fs::openat(
-            dfd,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err("read", e))?;
-        let stat = match known {
-            Some(s) => s,
-            None => stat_of(&rustix::fs::fstat(&fd).map_err(|e| io_err("read", e))?),
-        };
-        let mut file = std::fs::File::from(fd);
-        let (digest, n) = hash::hash_reader(&mut file, stat.size)
-            .map_err(|e| Error::io("read", self.root.join(&*child), e))?;
-        Ok(Found {
-            path: child,
-            stat,
-            digest,
-            read: Some(n),
-        })
-    }
-}
-
-fn check_symlink(root: &Path, rel: &str, meta: &std::fs::Metadata) -> Result<()> {
-    if !meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    let abs = root.join(rel);
-    let target = std::fs::read_link(&abs).map_err(|e| Error::io("read link", &abs, e))?;
-    check_link_target(root, rel, &target)
-}
-
-/// A symlink in a context must point inside the root (the builder cannot follow it elsewhere).
-fn check_link_target(root: &Path, rel: &str, target: &Path) -> Result<()> {
-    let t = target.to_string_lossy();
-    let inside = if target.is_absolute() {
-        target.starts_with(root)
-    } else {
-        let parent = rel.rsplit_once('/').map(|(a, _)| a).unwrap_or(".");
-        // Lexically: count how far `..` climbs.
-        let mut depth: i64 = if parent == "." {
-            0
-        } else {
-            parent.split('/').count() as i64
-        };
-        let mut ok = true;
-        for seg in t.split('/') {
-            match seg {
-                "" | "." => {}
-                ".." => {
-                    depth -= 1;
-                    if depth < 0 {
-                        ok = false;
-                        break;
+                let mut set: BTreeSet<String> = BTreeSet::from([".".to_string()]);
+                for &f in &files {
+                    if let Some(dir) = manifests.get(&*listing.files[f as usize].path) {
+                        set.insert(dir.to_string());
                     }
                 }
-                _ => depth += 1,
+                importers = Some(set);
             }
         }
-        ok
-    };
-    if inside {
-        Ok(())
-    } else {
-        Err(Error::SymlinkOutsideRoot {
-            path: root.join(rel),
-            target: target.to_path_buf(),
-        })
+        per_service.push((plan, files, importers));
     }
+    // Check every context's importers against the lockfile, then prune.
+    let mut sets: BTreeSet<BTreeSet<String>> = BTreeSet::new();
+    let mut ok: Vec<(Plan<'_>, Vec<u32>, Option<BTreeSet<String>>)> = Vec::new();
+    for (plan, files, importers) in per_service {
+        if let Some(set) = &importers {
+            let svc = &ws.services[plan.service];
+            let lock = match &ws.lockfile {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    // Listed as a file, yet not read at discovery (it appeared since): list again.
+                    listing.failed.push((
+                        plan.service,
+                        Error::Other(format!(
+                            "`{}` appeared during the analysis\n  hint: run the command again",
+                            root.path().join(LOCKFILE).display()
+                        )),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    listing.failed.push((plan.service, Error::Other(e.clone())));
+                    continue;
+                }
+            };
+            let known: BTreeSet<String> = lock.importers().into_iter().collect();
+            if let Some(missing) = set.iter().find(|i| !known.contains(*i)) {
+                listing.failed.push((
+                    plan.service,
+                    Error::Lockfile {
+                        path: root.path().join(LOCKFILE),
+                        message: format!(
+                            "it has no importer for `{missing}`, whose package.json the context of `{}` holds: `pnpm install --frozen-lockfile` would fail in the build with ERR_PNPM_OUTDATED_LOCKFILE",
+                            svc.name
+                        ),
+                    },
+                ));
+                continue;
+            }
+            sets.insert(set.clone());
+        }
+        ok.push((plan, files, importers));
+    }
+    let mut pruned: HashMap<BTreeSet<String>, std::result::Result<Arc<Vec<u8>>, String>> =
+        HashMap::new();
+    if let Ok(Some(lock)) = &ws.lockfile {
+        let sets: Vec<(BTreeSet<String>, [u8; 32])> = sets
+            .into_iter()
+            .map(|set| {
+                let key = lock.prune_key(&set);
+                (set, key)
+            })
+            .collect();
+        type Made = std::result::Result<(Arc<Vec<u8>>, bool), String>;
+        let made: Vec<Made> = sets
+            .par_iter()
+            .map(|(set, key)| match with.pruned.get(key) {
+                Some(bytes) => Ok((bytes, false)),
+                None => lock
+                    .prune(set)
+                    .map(|t| (Arc::new(t.into_bytes()), true))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect();
+        for ((set, key), r) in sets.into_iter().zip(made) {
+            match r {
+                Ok((bytes, now)) => {
+                    listing.pruned_now += usize::from(now);
+                    listing.prunings.push((key, bytes.clone()));
+                    pruned.insert(set, Ok(bytes));
+                }
+                Err(e) => {
+                    pruned.insert(set, Err(e));
+                }
+            }
+        }
+    }
+    for (plan, files, importers) in ok {
+        let pruned_lockfile = match importers.as_ref().map(|set| pruned.get(set)) {
+            None => None,
+            Some(Some(Ok(bytes))) => Some(bytes.clone()),
+            Some(Some(Err(e))) => {
+                listing.failed.push((plan.service, Error::Other(e.clone())));
+                continue;
+            }
+            Some(None) => {
+                listing.failed.push((
+                    plan.service,
+                    Error::Other("the lockfile could not be pruned".into()),
+                ));
+                continue;
+            }
+        };
+        listing.services.push(ServiceListing {
+            service: plan.service,
+            files,
+            dockerignore: plan.ignore_file,
+            dockerfile: plan.dockerfile,
+            pruned_lockfile,
+            covers: plan.covers.into_iter().collect(),
+        });
+    }
+    listing
 }
 
 /// Assembles the context of each listed service (in parallel).
@@ -798,7 +696,8 @@ pub fn assemble(listing: &Listing) -> Vec<Context> {
                     path: f.path.clone(),
                     mode: normal_mode(&f.stat),
                     symlink: f.stat.is_symlink(),
-                    size: f.stat.size,
+                    dir: f.stat.is_dir(),
+                    size: if f.stat.is_dir() { 0 } else { f.stat.size },
                     digest: f.digest,
                     source: Source::Disk,
                 }
@@ -811,6 +710,7 @@ pub fn assemble(listing: &Listing) -> Vec<Context> {
                         path: Arc::from(LOCKFILE),
                         mode: 0o644,
                         symlink: false,
+                        dir: false,
                         size: bytes.len() as u64,
                         digest: FileDigest::of_bytes(bytes),
                         source: Source::Virtual(bytes.clone()),
@@ -824,6 +724,7 @@ pub fn assemble(listing: &Listing) -> Vec<Context> {
                 digest,
                 dockerignore: sl.dockerignore.clone(),
                 dockerfile: sl.dockerfile.clone(),
+                covers: sl.covers.clone(),
             }
         })
         .collect()
@@ -834,94 +735,17 @@ pub fn assemble(listing: &Listing) -> Vec<Context> {
 pub fn context_digest(files: &[ContextFile]) -> ContextDigest {
     // One buffer, hashed at once: blake3 is much faster on long inputs than on many short ones.
     let mut buf = Vec::with_capacity(16 + files.iter().map(|f| f.path.len() + 45).sum::<usize>());
-    buf.extend_from_slice(b"kc-context-v1\0");
+    buf.extend_from_slice(b"kc-context-v2\0");
     for f in files {
         buf.extend_from_slice(&(f.path.len() as u64).to_le_bytes());
         buf.extend_from_slice(f.path.as_bytes());
-        buf.push(u8::from(f.symlink));
+        buf.push(match f.kind() {
+            EntryKind::File => 0,
+            EntryKind::Symlink => 1,
+            EntryKind::Dir => 2,
+        });
         buf.extend_from_slice(&f.mode.to_le_bytes());
         buf.extend_from_slice(f.digest.as_bytes());
     }
     ContextDigest::of_bytes(&buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A walk comes out in byte order of whole paths, where `a.b/…` sorts before `a/…` and `a/…`
-    /// before `a0`: the same order as sorting the paths, in parallel or not.
-    #[test]
-    fn walks_come_out_in_path_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let files = [
-            "a/x", "a/y/z", "a.b/c", "a-c", "a0", "a/", "ab", "a.b.c", "b/a", "b.", "b-/q", "B",
-            "_", " s/t",
-        ];
-        for f in files {
-            let f = f.trim_end_matches('/');
-            let p = root.join("pkg").join(f);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            if !p.exists() {
-                std::fs::write(&p, f).expect("write");
-            }
-        }
-        let mut want: Vec<String> = Vec::new();
-        let mut stack = vec![root.join("pkg")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).expect("read_dir") {
-                let e = e.expect("entry");
-                if e.file_type().expect("type").is_dir() {
-                    stack.push(e.path());
-                } else {
-                    let rel = e
-                        .path()
-                        .strip_prefix(root)
-                        .expect("rel")
-                        .to_string_lossy()
-                        .into_owned();
-                    want.push(rel);
-                }
-            }
-        }
-        want.sort();
-        let cache = StatCache::new();
-        // Also through a symlink to the root (a root given as such a path), and the root's own
-        // files through it.
-        let elsewhere = tempfile::tempdir().expect("tempdir");
-        let link = elsewhere.path().join("link");
-        std::os::unix::fs::symlink(root, &link).expect("symlink");
-        std::fs::write(root.join("top.txt"), "top").expect("write");
-        let top = walk(
-            &link,
-            ".",
-            &DockerIgnore::empty(),
-            &HashSet::new(),
-            HashWith {
-                cache: &cache,
-                pruned: &PruneCache::new(),
-                parallel: true,
-            },
-        )
-        .expect("walk the root through a symlink");
-        let top: Vec<&str> = top.iter().map(|f| &*f.path).collect();
-        assert_eq!(top, ["top.txt"]);
-        for (root, parallel) in [(root, true), (root, false), (link.as_path(), true)] {
-            let got = walk(
-                root,
-                "pkg",
-                &DockerIgnore::empty(),
-                &HashSet::new(),
-                HashWith {
-                    cache: &cache,
-                    pruned: &PruneCache::new(),
-                    parallel,
-                },
-            )
-            .expect("walk");
-            let got: Vec<String> = got.iter().map(|f| f.path.to_string()).collect();
-            assert_eq!(got, want, "parallel: {parallel}");
-        }
-    }
 }

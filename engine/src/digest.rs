@@ -140,6 +140,19 @@ kind!(
     /// The digest of a blob in the cache (a manifest, a log).
     BlobKind, BlobDigest, "blob"
 );
+kind!(
+    /// The digest of a build argument's value: the key holds it, never the value.
+    ArgKind, ArgDigest, "arg"
+);
+
+impl ArgDigest {
+    /// The digest of one build argument value (domain-separated from every other digest).
+    pub fn of_value(value: &str) -> ArgDigest {
+        let mut h = blake3::Hasher::new_derive_key("kc-images 2024 build argument value");
+        h.update(value.as_bytes());
+        ArgDigest::from_hash(h.finalize())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,10 @@ pub struct Dockerfile {
     /// `ARG`s before the first `FROM`, in order: name and default (quotes removed, earlier global
     /// args substituted).
     pub global_args: Vec<(String, Option<String>)>,
+    /// The same `ARG`s as written: name, default word, line (for [`Dockerfile::with_build_args`]).
+    pub global_arg_words: Vec<(String, Option<String>, usize)>,
+    /// The escape character (`# escape=`).
+    pub escape: char,
 }
 
 /// One build stage: a `FROM` and the instructions up to the next `FROM`.
@@ -35,6 +39,9 @@ pub struct Stage {
     pub base: String,
     /// `--platform`, after global `ARG` substitution (`$BUILDPLATFORM` and the like are kept).
     pub platform: Option<String>,
+    /// The `FROM` image word and `--platform` value as written.
+    pub from_word: String,
+    pub platform_word: Option<String>,
     /// The line of the `FROM`.
     pub line: usize,
     pub instructions: Vec<Instruction>,
@@ -85,7 +92,9 @@ impl Dockerfile {
         }
 
         let mut global_args: Vec<(String, Option<String>)> = Vec::new();
+        let mut global_arg_words: Vec<(String, Option<String>, usize)> = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
+        let escape = raws.first().map_or('\\', |r| r.escape);
         for raw in raws {
             let instruction = build_instruction(&raw).map_err(|m| err(raw.line, m))?;
             if instruction.keyword == "FROM" {
@@ -112,11 +121,19 @@ impl Dockerfile {
                         let (name, value) = match word.split_once('=') {
                             Some((name, value)) => {
                                 let lookup = |n: &str| lookup_global(&global_args, n);
+                                global_arg_words.push((
+                                    name.to_string(),
+                                    Some(value.to_string()),
+                                    raw.line,
+                                ));
                                 let value = expand(value, raw.escape, &lookup)
                                     .map_err(|m| err(raw.line, format!("in `ARG {word}`: {m}")))?;
                                 (name.to_string(), Some(value))
                             }
-                            None => (word.clone(), None),
+                            None => {
+                                global_arg_words.push((word.clone(), None, raw.line));
+                                (word.clone(), None)
+                            }
                         };
                         global_args.push((name, value));
                     }
@@ -141,7 +158,63 @@ impl Dockerfile {
         Ok(Dockerfile {
             stages,
             global_args,
+            global_arg_words,
+            escape,
         })
+    }
+
+    /// This Dockerfile as a build with `args` (`--build-arg`s) sees it: each global `ARG` a build
+    /// argument names takes its value, and every `FROM` is substituted again. `path` only for
+    /// error messages.
+    pub fn with_build_args(
+        &self,
+        path: &Path,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Dockerfile> {
+        let err = |line: usize, message: String| Error::Dockerfile {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let mut globals: Vec<(String, Option<String>)> = Vec::new();
+        for (name, word, line) in &self.global_arg_words {
+            let value = match (args.get(name), word) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(w)) => {
+                    let lookup = |n: &str| lookup_global(&globals, n);
+                    Some(
+                        expand(w, self.escape, &lookup)
+                            .map_err(|m| err(*line, format!("in `ARG {name}={w}`: {m}")))?,
+                    )
+                }
+                (None, None) => None,
+            };
+            globals.push((name.clone(), value));
+        }
+        let mut df = self.clone();
+        for stage in &mut df.stages {
+            let lookup = |n: &str| lookup_global(&globals, n);
+            let base = expand(&stage.from_word, self.escape, &lookup)
+                .map_err(|m| err(stage.line, format!("in `FROM {}`: {m}", stage.from_word)))?;
+            if base.is_empty() {
+                return Err(err(
+                    stage.line,
+                    format!(
+                        "the base image `{}` is empty after substituting the global `ARG`s",
+                        stage.from_word
+                    ),
+                ));
+            }
+            stage.base = base;
+            if let Some(p) = &stage.platform_word {
+                stage.platform = Some(
+                    expand(p, self.escape, &lookup)
+                        .map_err(|m| err(stage.line, format!("in `--platform={p}`: {m}")))?,
+                );
+            }
+        }
+        df.global_args = globals;
+        Ok(df)
     }
 
     /// Resolves a stage's base: an earlier stage by name (case-insensitive), `scratch`, or an
@@ -230,7 +303,7 @@ impl Dockerfile {
 
     /// The `--from` of a `COPY`/`ADD` and the `from=` of each `RUN --mount`, global args
     /// substituted.
-    fn references_from(&self, ins: &Instruction) -> Vec<String> {
+    pub(crate) fn references_from(&self, ins: &Instruction) -> Vec<String> {
         let mut refs = Vec::new();
         let lookup = |n: &str| lookup_global(&self.global_args, n);
         let subst = |v: &str| expand(v, '\\', &lookup).unwrap_or_else(|_| v.to_string());
@@ -255,7 +328,7 @@ impl Dockerfile {
     }
 
     /// A stage named by `--from`: by name (case-insensitive) or by index.
-    fn stage_by_reference(&self, reference: &str) -> Option<usize> {
+    pub(crate) fn stage_by_reference(&self, reference: &str) -> Option<usize> {
         if let Ok(index) = reference.parse::<usize>() {
             return (index < self.stages.len()).then_some(index);
         }
@@ -266,7 +339,7 @@ impl Dockerfile {
     }
 }
 
-fn flag<'a>(ins: &'a Instruction, name: &str) -> Option<Option<&'a str>> {
+pub(crate) fn flag<'a>(ins: &'a Instruction, name: &str) -> Option<Option<&'a str>> {
     ins.flags
         .iter()
         .rev()
@@ -275,7 +348,7 @@ fn flag<'a>(ins: &'a Instruction, name: &str) -> Option<Option<&'a str>> {
 }
 
 /// A URL (`https://...`, `git://...`) or a git SSH reference (`git@host:repo`): not in the context.
-fn is_remote(src: &str) -> bool {
+pub(crate) fn is_remote(src: &str) -> bool {
     src.contains("://") || src.starts_with("git@")
 }
 
@@ -470,7 +543,7 @@ fn can_contain_heredoc(line: &str) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Heredoc {
+pub(crate) struct Heredoc {
     name: String,
     chomp: bool,
 }
@@ -484,7 +557,7 @@ fn heredocs_in_line(line: &str) -> Vec<Heredoc> {
 }
 
 /// BuildKit's `ParseHeredoc`: `^(\d*)<<(-?)([^<]*)$`, the rest one shell word (quotes removed).
-fn heredoc_of_word(word: &str) -> Option<Heredoc> {
+pub(crate) fn heredoc_of_word(word: &str) -> Option<Heredoc> {
     let rest = word.trim_start_matches(|c: char| c.is_ascii_digit());
     let rest = rest.strip_prefix("<<")?;
     let (chomp, rest) = match rest.strip_prefix('-') {
@@ -1035,6 +1108,11 @@ fn from_stage(
         name,
         base,
         platform,
+        from_word: image.clone(),
+        platform_word: match flag(ins, "platform") {
+            Some(Some(p)) => Some(p.to_string()),
+            _ => None,
+        },
         line: ins.line,
         instructions: Vec::new(),
     })
@@ -1044,7 +1122,7 @@ fn from_stage(
 // Variable substitution (BuildKit's shell lexer, for one word).
 
 /// The value of a variable in `FROM`.
-enum Lookup {
+pub(crate) enum Lookup {
     Value(String),
     /// Declared without a value, or not declared: empty.
     Unset,
@@ -1053,7 +1131,7 @@ enum Lookup {
 }
 
 /// Args BuildKit defines by itself in the global scope; their values depend on the build.
-const AUTOMATIC_ARGS: &[&str] = &[
+pub(crate) const AUTOMATIC_ARGS: &[&str] = &[
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDARCH",
@@ -1064,7 +1142,7 @@ const AUTOMATIC_ARGS: &[&str] = &[
     "TARGETVARIANT",
 ];
 
-fn lookup_global(global_args: &[(String, Option<String>)], name: &str) -> Lookup {
+pub(crate) fn lookup_global(global_args: &[(String, Option<String>)], name: &str) -> Lookup {
     match global_args.iter().rev().find(|(n, _)| n == name) {
         Some((_, Some(v))) => Lookup::Value(v.clone()),
         Some((_, None)) => Lookup::Unset,
@@ -1074,7 +1152,7 @@ fn lookup_global(global_args: &[(String, Option<String>)], name: &str) -> Lookup
 }
 
 /// Substitutes variables and removes quotes in one word, like BuildKit's `ProcessWord`.
-fn expand(
+pub(crate) fn expand(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Lookup,
@@ -1274,14 +1352,14 @@ impl Lexer<'_> {
 // ---------------------------------------------------------------------------------------------
 // `RUN --mount=...`
 
-struct Mount {
-    kind: String,
-    from: Option<String>,
-    source: Option<String>,
+pub(crate) struct Mount {
+    pub(crate) kind: String,
+    pub(crate) from: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 /// The CSV fields of a `--mount` value (`type=bind,source=x,target=/y`).
-fn parse_mount(value: &str) -> Mount {
+pub(crate) fn parse_mount(value: &str) -> Mount {
     let mut mount = Mount {
         kind: "bind".to_string(),
         from: None,

@@ -8,12 +8,19 @@
 //! - [`workspace`] (discover): `pnpm-workspace.yaml`, every `package.json`, workspace dependencies.
 //! - [`lockfile`]: pnpm lockfiles (lockfileVersion 5.3/5.4, 6.0 and 9.0) and their pruning.
 //! - [`dockerfile`]: a Dockerfile parser: stages, `FROM`, `COPY`/`ADD` sources, `ARG`s.
+//! - [`sources`]: what one build of a Dockerfile reads (context paths with `ARG`/`ENV`
+//!   substituted, external images, remote sources), in the stages its target needs.
 //! - [`dockerfiles`]: service Dockerfiles rendered from the template, and the lint of forbidden patterns.
 //! - [`dockerignore`]: `.dockerignore` with Docker's own matching rules.
-//! - [`context`] (inputs): the build context of each service, decided by the engine.
+//! - [`resolve`]: paths beneath the root resolved as BuildKit does, no symlink followed by the
+//!   kernel; what each `COPY` source selects.
+//! - [`walk`]: walks of the selected directories, hashing as they go.
+//! - [`context`] (inputs): the build context of each service: exactly what Docker would send.
 //! - [`digest`]: typed blake3 digests, so a file digest is never passed where a key is meant.
 //! - [`hash`]: parallel hashing of files with a persisted, racy-aware stat cache.
 //! - [`prunecache`]: pruned lockfiles kept between runs, keyed by what a pruning depends on.
+//! - [`base`]: base images by content digest (the engine, then the registry) and the engine's
+//!   platform, behind a resolver trait.
 //! - [`key`]: the canonical, versioned manifest of every input of an image and its key.
 //! - [`graph`]: the DAG of packages and images.
 //! - [`pipeline`]: runs the steps above for a driver and computes the keys in DAG order.
@@ -40,6 +47,7 @@
 //! The engine returns data; only `xtask` prints.
 
 pub mod affected;
+pub mod base;
 pub mod cachedir;
 pub mod config;
 pub mod context;
@@ -58,10 +66,13 @@ pub mod plan;
 pub mod prunecache;
 mod publish;
 pub mod record;
+pub mod resolve;
 pub mod run;
+pub mod sources;
 pub mod tags;
 mod tier;
 pub mod verify;
+pub mod walk;
 pub mod watch;
 pub mod workspace;
 

@@ -1,18 +1,52 @@
-//! The front of the pipeline, run by every driver: discover, list the contexts, hash (with the
-//! stat cache), build the graph, and compute each selected image's key in DAG order.
+//! The front of the pipeline, run by every driver: discover, read each Dockerfile as its build
+//! will (build arguments, target, platform), list the contexts, hash (with the stat cache), build
+//! the graph, resolve the external base images, and compute each selected image's key in DAG
+//! order.
+//!
+//! A service whose inputs cannot be resolved fails alone ([`Analysis::failed`], with its error and
+//! a hint); the others are analysed. Only errors of the whole workspace (its `package.json`s,
+//! `pnpm-workspace.yaml`, `images.toml`, a dependency cycle) stop the analysis.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::context::{self, Context};
-use crate::digest::{FileDigest, ImageKey};
+use rayon::prelude::*;
+
+use crate::base::{BaseResolver, EngineResolver, Lookup, OfflineResolver};
+use crate::context::{self, Context, ServiceInput};
+use crate::digest::{ArgDigest, FileDigest, ImageKey};
 use crate::graph::Graph;
 use crate::hash::{HashStats, StatCache};
 use crate::key::{BaseImage, InputManifest, KeyManifest, KEY_FORMAT_VERSION};
 use crate::prunecache::PruneCache;
+use crate::resolve::Root;
+use crate::sources::{Platforms, Reads};
 use crate::workspace::Workspace;
-use crate::Result;
+use crate::{Error, Result};
+
+/// Where base image digests and the engine's platform come from (see [`crate::base`]).
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn BaseResolver>);
+
+impl Resolver {
+    /// The Docker engine, then the registry (the default).
+    pub fn engine() -> Resolver {
+        Resolver(Arc::new(EngineResolver::new()))
+    }
+
+    /// Asks nothing: keys say their base images and platform are unknown.
+    pub fn offline() -> Resolver {
+        Resolver(Arc::new(OfflineResolver))
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -31,6 +65,8 @@ pub struct Options {
     /// Rewrite the analysis caches even when nothing new was hashed or pruned, so that with every
     /// service analysed they hold exactly what is in use (`cache gc`).
     pub compact_caches: bool,
+    /// Where base image digests and the default platform come from.
+    pub resolver: Resolver,
 }
 
 impl Options {
@@ -43,6 +79,7 @@ impl Options {
             parallel: true,
             stat_cache: true,
             compact_caches: false,
+            resolver: Resolver::engine(),
         }
     }
 
@@ -53,6 +90,36 @@ impl Options {
     }
 }
 
+/// Build argument values, kept apart from the key (which holds only their digests). Never
+/// printed: its `Debug` shows names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct BuildArgs(BTreeMap<String, String>);
+
+impl BuildArgs {
+    pub fn new(values: BTreeMap<String, String>) -> BuildArgs {
+        BuildArgs(values)
+    }
+
+    /// The values, for the builder only.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// Each value's digest, as the key holds it.
+    pub fn digests(&self) -> BTreeMap<String, ArgDigest> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.clone(), ArgDigest::of_value(v)))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for BuildArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// The inputs and key of one image.
 #[derive(Debug, Clone)]
 pub struct ImageInputs {
@@ -60,14 +127,49 @@ pub struct ImageInputs {
     pub context: Context,
     pub manifest: KeyManifest,
     pub key: ImageKey,
+    /// The build argument values (the manifest holds their digests).
+    pub build_args: BuildArgs,
+    /// The platform to ask the builder for: a configured one only (else it builds for its own,
+    /// which the key names).
+    pub platform_flag: Option<String>,
+    /// Why the key is incomplete (a base image's digest or the platform not known): such an image
+    /// is never taken from the cache.
+    pub unresolved: Vec<String>,
+    /// Why the image is never taken from the cache (an unpinned `ADD <url>`).
+    pub uncacheable: Vec<String>,
 }
 
 impl ImageInputs {
+    /// Whether a cache (local or registry) may stand in for a build of it: its key is complete
+    /// and nothing it reads escapes the key.
+    pub fn cacheable(&self) -> bool {
+        self.unresolved.is_empty() && self.uncacheable.is_empty()
+    }
+
     pub fn input_manifest(&self, ws: &Workspace) -> InputManifest {
         InputManifest::new(
             &ws.services[self.service].name,
             self.manifest.clone(),
             &self.context,
+        )
+    }
+}
+
+/// A service whose inputs could not be resolved: it fails alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFailure {
+    pub service: usize,
+    pub name: String,
+    pub error: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for ServiceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "service `{}`: {}\n  hint: {}",
+            self.name, self.error, self.hint
         )
     }
 }
@@ -86,8 +188,11 @@ pub struct Timings {
 pub struct Analysis {
     pub ws: Workspace,
     pub graph: Graph,
-    /// One per selected service, in DAG order (an image after those it builds `FROM`).
+    /// One per selected service that could be analysed, in DAG order (an image after those it
+    /// builds `FROM`).
     pub images: Vec<ImageInputs>,
+    /// The selected services that could not be, sorted by name.
+    pub failed: Vec<ServiceFailure>,
     pub hash_stats: HashStats,
     pub timings: Timings,
     pub warnings: Vec<String>,
@@ -98,17 +203,52 @@ impl Analysis {
     pub fn image(&self, service: usize) -> Option<&ImageInputs> {
         self.images.iter().find(|i| i.service == service)
     }
+
+    pub fn failure(&self, service: usize) -> Option<&ServiceFailure> {
+        self.failed.iter().find(|f| f.service == service)
+    }
+}
+
+/// The hint of a service that fails alone.
+pub fn skip_hint(name: &str) -> String {
+    format!("if `{name}` is not meant to be built, set `skip = true` under `[services.{name}]` in images.toml")
+}
+
+/// The cache directory relative to the root, if it is inside it.
+fn inside_root(root: &Path, dir: &Path) -> Option<String> {
+    let abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(dir)
+    };
+    // The longest existing ancestor, canonical (the directory may not exist yet).
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    }
+    let mut canon = existing.canonicalize().ok()?;
+    for r in rest.iter().rev() {
+        canon.push(r);
+    }
+    let rel = canon.strip_prefix(root).ok()?;
+    let rel = rel.to_string_lossy().replace('\\', "/");
+    let rel = crate::workspace::join_rel(".", &rel);
+    Some(rel)
 }
 
 /// Runs discover, inputs, hash, graph and keys.
 pub fn analyze(opts: &Options) -> Result<Analysis> {
     let t0 = Instant::now();
     let ws = Workspace::discover(&opts.root)?;
+    let root = Root::open(&ws.root).map_err(|e| Error::io("open", &ws.root, e))?;
     let mut timings = Timings {
         discover: t0.elapsed(),
         ..Timings::default()
     };
     let mut warnings = Vec::new();
+    let mut failures: BTreeMap<usize, Error> = BTreeMap::new();
 
     // The stat cache loads while the workspace's Dockerfiles are read.
     let cache_dir = opts.cache_dir();
@@ -129,7 +269,13 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             .map(|n| ws.service(n))
             .collect::<Result<_>>()?
     };
-    let mut dockerfiles = context::load_dockerfiles(&ws, &selected)?;
+    let args_of = |s: usize| -> BTreeMap<String, String> {
+        let mut a = ws.config.build_args(&ws.services[s].name);
+        a.extend(opts.build_args.clone());
+        a
+    };
+    let (mut dockerfiles, failed) = context::load_dockerfiles(&ws, &root, &selected, &args_of);
+    failures.extend(failed);
     let graph = loop {
         let refs: Vec<Option<&crate::dockerfile::Dockerfile>> = (0..ws.services.len())
             .map(|s| dockerfiles.get(&s).map(|d| d.as_ref()))
@@ -153,10 +299,76 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
         let missing: Vec<usize> = selected
             .iter()
             .copied()
-            .filter(|s| !dockerfiles.contains_key(s))
+            .filter(|s| !dockerfiles.contains_key(s) && !failures.contains_key(s))
             .collect();
-        dockerfiles.extend(context::load_dockerfiles(&ws, &missing)?);
+        let (more, failed) = context::load_dockerfiles(&ws, &root, &missing, &args_of);
+        dockerfiles.extend(more);
+        failures.extend(failed);
     };
+
+    // The platform of each build (configured, else the engine's), and what its Dockerfile reads.
+    let engine_platform = std::sync::OnceLock::new();
+    let engine_platform = || {
+        engine_platform
+            .get_or_init(|| opts.resolver.0.engine_platform())
+            .clone()
+    };
+    let mut platforms: HashMap<usize, std::result::Result<String, String>> = HashMap::new();
+    let mut reads: HashMap<usize, Reads> = HashMap::new();
+    for &s in &selected {
+        let Some(df) = dockerfiles.get(&s) else {
+            continue;
+        };
+        let svc = &ws.services[s];
+        let sc = ws.config.service(&svc.name);
+        let configured = sc
+            .platform
+            .clone()
+            .or_else(|| ws.config.images.platform.clone());
+        let platform = match configured {
+            Some(p) => match crate::base::normalize_platform(&p) {
+                Ok(p) => Ok(p),
+                Err(e) => {
+                    failures.insert(s, Error::Other(format!("invalid platform in images.toml: {e}")));
+                    continue;
+                }
+            },
+            None => match engine_platform() {
+                Lookup::Found(p) => Ok(p),
+                Lookup::NotFound(why) | Lookup::Unavailable(why) => Err(format!(
+                    "the platform is not known: none is configured and the engine's is unknown ({why})"
+                )),
+            },
+        };
+        let build_platform = match engine_platform() {
+            Lookup::Found(p) => Some(p),
+            _ => None,
+        };
+        let target = sc
+            .target
+            .clone()
+            .or_else(|| ws.config.images.target.clone());
+        let r = crate::sources::reads(
+            df,
+            &ws.root.join(&svc.dockerfile),
+            &args_of(s),
+            target.as_deref(),
+            Platforms {
+                target: platform.as_ref().ok().map(String::as_str),
+                build: build_platform.as_deref(),
+            },
+        );
+        match r {
+            Ok(r) => {
+                reads.insert(s, r);
+                platforms.insert(s, platform);
+            }
+            Err(e) => {
+                failures.insert(s, e);
+            }
+        }
+    }
+
     let (stat_cache, prune_cache) = match loading {
         Some(h) => {
             let ((c, warn), (p, warn2)) = h.join().unwrap_or_else(|_| {
@@ -176,16 +388,33 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     };
 
     // List and hash every file once (in parallel), answering from the stat cache where it can.
-    let listing = context::list(
+    let hidden: Vec<String> = inside_root(&ws.root, &cache_dir)
+        .into_iter()
+        .filter(|r| r != ".")
+        .collect();
+    let inputs: Vec<ServiceInput<'_>> = selected
+        .iter()
+        .filter_map(|&s| {
+            Some(ServiceInput {
+                service: s,
+                dockerfile: dockerfiles.get(&s)?.clone(),
+                reads: reads.get(&s)?,
+            })
+        })
+        .collect();
+    let mut listing = context::list(
         &ws,
-        &selected,
-        &dockerfiles,
+        &root,
+        &inputs,
+        &hidden,
         context::HashWith {
             cache: &stat_cache,
             pruned: &prune_cache,
             parallel: opts.parallel,
         },
-    )?;
+    );
+    failures.extend(std::mem::take(&mut listing.failed));
+    warnings.append(&mut listing.warnings);
     timings.list = t.elapsed();
 
     let t = Instant::now();
@@ -216,16 +445,18 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
         });
         let saver = save.then(|| {
             scope.spawn(move || {
+                // Directories are entries, not files: the stat cache keeps files only.
+                let files: Vec<_> = listed.files.iter().filter(|f| !f.stat.is_dir()).collect();
                 if all_services {
                     // Every context was listed: the cache becomes exactly the listing (so it
                     // does not grow without bound).
                     StatCache::write(
                         &stat_path,
-                        listed.files.iter().map(|f| (&*f.path, &f.stat, &f.digest)),
+                        files.into_iter().map(|f| (&*f.path, &f.stat, &f.digest)),
                     )
                 } else {
                     let mut c = stat_cache;
-                    for f in listed.files.iter().filter(|f| f.hashed) {
+                    for f in files.into_iter().filter(|f| f.hashed) {
                         c.insert(f.path.to_string(), f.stat, f.digest);
                     }
                     c.save(&stat_path)
@@ -248,8 +479,45 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     drop(listing);
     timings.hash = t.elapsed();
 
-    // Keys, in DAG order so that FROM images' keys are known.
+    // Base image digests: every distinct (reference, platform) asked once, in parallel.
     let t = Instant::now();
+    let in_repo = |reference: &str| {
+        let name = crate::graph::strip_tag(reference);
+        ws.services.iter().position(|o| o.image == name)
+    };
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (s, r) in &reads {
+        let Some(Ok(platform)) = platforms.get(s) else {
+            continue;
+        };
+        for img in &r.images {
+            if in_repo(&img.reference).is_some() {
+                continue;
+            }
+            let p = img.platform.clone().unwrap_or_else(|| platform.clone());
+            let pair = (img.reference.clone(), p);
+            if !wanted.contains(&pair) {
+                wanted.push(pair);
+            }
+        }
+    }
+    let resolver = &opts.resolver.0;
+    let digests: HashMap<(String, String), Lookup> = wanted
+        .into_par_iter()
+        .map(|(reference, platform)| {
+            let answer = if platform.contains('$') {
+                Lookup::Unavailable(format!("the platform `{platform}` is not known"))
+            } else {
+                match crate::base::normalize_platform(&platform) {
+                    Ok(p) => resolver.digest(&reference, &p),
+                    Err(e) => Lookup::NotFound(e),
+                }
+            };
+            ((reference, platform), answer)
+        })
+        .collect();
+
+    // Keys, in DAG order so that FROM images' keys are known.
     let mut by_service: HashMap<usize, Context> =
         contexts.into_iter().map(|c| (c.service, c)).collect();
     let mut keys: HashMap<usize, ImageKey> = HashMap::new();
@@ -258,47 +526,112 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
         let Some(ctx) = by_service.remove(&s) else {
             continue;
         };
+        if failures.contains_key(&s) {
+            continue;
+        }
+        let (Some(r), Some(platform)) = (reads.get(&s), platforms.get(&s)) else {
+            continue;
+        };
         let svc = &ws.services[s];
         let sc = ws.config.service(&svc.name);
-        let mut build_args = ws.config.build_args(&svc.name);
-        build_args.extend(opts.build_args.clone());
+        let build_args = BuildArgs::new(args_of(s));
         let dockerfile_digest = ctx
             .files
             .iter()
             .find(|f| *f.path == *svc.dockerfile)
             .map(|f| f.digest)
             .unwrap_or_else(|| FileDigest::of_bytes(b""));
+        let mut unresolved = Vec::new();
+        if let Err(why) = platform {
+            unresolved.push(why.clone());
+        }
         let mut from_images = BTreeMap::new();
         let mut base_images = Vec::new();
-        for (reference, _) in ctx.dockerfile.external_images() {
-            let name = crate::graph::strip_tag(&reference);
-            match ws.services.iter().position(|o| o.image == name) {
-                Some(t) if graph.image_deps[s].contains(&t) => {
-                    if let Some(k) = keys.get(&t) {
+        let mut failure = None;
+        for img in &r.images {
+            if let Some(t) = in_repo(&img.reference) {
+                match keys.get(&t) {
+                    Some(k) => {
                         from_images.insert(ws.services[t].name.clone(), *k);
                     }
+                    None => {
+                        failure = Some(Error::Other(format!(
+                            "it builds FROM `{}` (line {}), the image of `{}`, which cannot be built",
+                            img.reference, img.line, ws.services[t].name
+                        )));
+                        break;
+                    }
                 }
-                _ => base_images.push(BaseImage {
-                    digest: reference.split_once('@').map(|(_, d)| d.to_string()),
-                    reference,
-                }),
+                continue;
             }
+            if let Err(e) = crate::base::validate_reference(&img.reference) {
+                failure = Some(Error::Dockerfile {
+                    path: ws.root.join(&svc.dockerfile),
+                    line: img.line,
+                    message: e,
+                });
+                break;
+            }
+            let p = match (&img.platform, platform) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Ok(p)) => Some(p.clone()),
+                (None, Err(_)) => None,
+            };
+            let answer = p
+                .as_ref()
+                .and_then(|p| digests.get(&(img.reference.clone(), p.clone())));
+            let digest = match answer {
+                Some(Lookup::Found(d)) => Some(d.clone()),
+                Some(Lookup::NotFound(why)) => {
+                    failure = Some(Error::Other(format!(
+                        "base image `{}` (line {} of `{}`): {why}\n  hint: check the name, or `docker pull {}`",
+                        img.reference, img.line, svc.dockerfile, img.reference
+                    )));
+                    break;
+                }
+                Some(Lookup::Unavailable(why)) => {
+                    unresolved.push(format!(
+                        "base image {}: digest unknown ({why})",
+                        img.reference
+                    ));
+                    None
+                }
+                None => {
+                    unresolved.push(format!(
+                        "base image {}: digest unknown (the platform is not known)",
+                        img.reference
+                    ));
+                    None
+                }
+            };
+            let p = p.map(|p| crate::base::normalize_platform(&p).unwrap_or(p));
+            base_images.push(BaseImage {
+                reference: img.reference.clone(),
+                platform: p,
+                digest,
+            });
         }
+        if let Some(e) = failure {
+            failures.insert(s, e);
+            continue;
+        }
+        let configured = sc
+            .platform
+            .clone()
+            .or_else(|| ws.config.images.platform.clone());
         let manifest = KeyManifest {
             format: KEY_FORMAT_VERSION,
             dockerfile: svc.dockerfile.clone(),
             dockerfile_digest,
             context: ctx.digest,
-            build_args,
+            build_args: build_args.digests(),
             target: sc
                 .target
                 .clone()
                 .or_else(|| ws.config.images.target.clone()),
-            platform: sc
-                .platform
-                .clone()
-                .or_else(|| ws.config.images.platform.clone()),
+            platform: platform.as_ref().ok().cloned(),
             base_images,
+            remote_sources: r.remote.clone(),
             from_images,
         };
         let key = manifest.key();
@@ -308,14 +641,33 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             context: ctx,
             manifest,
             key,
+            build_args,
+            platform_flag: configured,
+            unresolved,
+            uncacheable: r.uncacheable.clone(),
         });
     }
     timings.keys = t.elapsed();
+
+    let mut failed: Vec<ServiceFailure> = failures
+        .into_iter()
+        .map(|(s, e)| {
+            let name = ws.services[s].name.clone();
+            ServiceFailure {
+                service: s,
+                hint: skip_hint(&name),
+                name,
+                error: e.to_string(),
+            }
+        })
+        .collect();
+    failed.sort_by(|a, b| a.name.cmp(&b.name));
 
     Ok(Analysis {
         ws,
         graph,
         images,
+        failed,
         hash_stats,
         timings,
         warnings,

@@ -1,8 +1,6 @@
 //! Plan: for each image, `build` or `cached`, and why (as cargo's `DirtyReason`: each reason
 //! carries what changed, so the story of a rebuild can be told).
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use rayon::prelude::*;
@@ -56,9 +54,10 @@ pub enum Reason {
     DockerfileChanged {
         path: String,
     },
-    BuildArgsChanged {
-        old: BTreeMap<String, String>,
-        new: BTreeMap<String, String>,
+    /// A build argument was added, removed, or its value changed (values are never shown).
+    BuildArgChanged {
+        name: String,
+        change: Change,
     },
     TargetChanged {
         old: Option<String>,
@@ -68,9 +67,31 @@ pub enum Reason {
         old: Option<String>,
         new: Option<String>,
     },
-    BaseImagesChanged {
-        old: Vec<String>,
-        new: Vec<String>,
+    /// An external image now has another content digest (`None`: unknown).
+    BaseImageChanged {
+        reference: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// An external image the build reads was added or removed.
+    BaseImageAdded {
+        reference: String,
+    },
+    BaseImageRemoved {
+        reference: String,
+    },
+    /// A pinned `ADD <url>` changed (its URL or checksum).
+    RemoteSourcesChanged {
+        urls: Vec<String>,
+    },
+    /// The key is incomplete (a base image's digest or the platform is not known): the image is
+    /// built, never taken from a cache.
+    Unresolved {
+        what: String,
+    },
+    /// The image can never be taken from a cache (an `ADD <url>` without `--checksum`).
+    Uncacheable {
+        why: String,
     },
     FromImageChanged {
         service: String,
@@ -81,7 +102,31 @@ pub enum Reason {
     },
 }
 
+/// How a build argument changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+}
+
 const SHOW: usize = 5;
+
+/// A content digest, short: `sha256:1a2b3c4d5e6f`; `unknown` for none.
+fn short_digest(d: &Option<String>) -> String {
+    match d {
+        Some(d) => match d.split_once(':') {
+            Some((algo, hex)) => format!("{algo}:{}", &hex[..hex.len().min(12)]),
+            None => d.clone(),
+        },
+        None => "unknown".to_string(),
+    }
+}
+
+fn or_unknown(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("unknown")
+}
 
 fn list(paths: &[String]) -> String {
     let mut s = paths
@@ -119,16 +164,47 @@ impl std::fmt::Display for Reason {
             Reason::FilesModified { paths } => write!(f, "modified: {}", list(paths)),
             Reason::ModeChanged { paths } => write!(f, "mode changed: {}", list(paths)),
             Reason::DockerfileChanged { path } => write!(f, "Dockerfile changed: {path}"),
-            Reason::BuildArgsChanged { old, new } => {
-                write!(f, "build args changed: {old:?} -> {new:?}")
+            Reason::BuildArgChanged { name, change } => {
+                let how = match change {
+                    Change::Added => "added",
+                    Change::Removed => "removed",
+                    Change::Changed => "changed",
+                };
+                write!(f, "build arg {name} {how}")
             }
-            Reason::TargetChanged { old, new } => write!(f, "target changed: {old:?} -> {new:?}"),
+            Reason::TargetChanged { old, new } => write!(
+                f,
+                "target changed: {} -> {}",
+                old.as_deref().unwrap_or("(last stage)"),
+                new.as_deref().unwrap_or("(last stage)")
+            ),
             Reason::PlatformChanged { old, new } => {
-                write!(f, "platform changed: {old:?} -> {new:?}")
+                write!(
+                    f,
+                    "platform changed: {} -> {}",
+                    or_unknown(old),
+                    or_unknown(new)
+                )
             }
-            Reason::BaseImagesChanged { old, new } => {
-                write!(f, "base images changed: {old:?} -> {new:?}")
+            Reason::BaseImageChanged {
+                reference,
+                old,
+                new,
+            } => write!(
+                f,
+                "base image {reference}: {} -> {}",
+                short_digest(old),
+                short_digest(new)
+            ),
+            Reason::BaseImageAdded { reference } => write!(f, "base image {reference} added"),
+            Reason::BaseImageRemoved { reference } => {
+                write!(f, "base image {reference} removed")
             }
+            Reason::RemoteSourcesChanged { urls } => {
+                write!(f, "remote sources changed: {}", list(urls))
+            }
+            Reason::Unresolved { what } => write!(f, "key incomplete: {what}"),
+            Reason::Uncacheable { why } => write!(f, "uncacheable: {why}"),
             Reason::FromImageChanged { service } => {
                 write!(f, "the image it builds FROM changed: {service}")
             }
@@ -168,7 +244,7 @@ pub fn plan(analysis: &Analysis, local: &LocalTier<'_>, force: bool) -> Result<V
             img.service,
             &svc.name,
             &svc.image,
-            img.key,
+            img,
             local,
             force,
         )?);
@@ -199,7 +275,7 @@ pub(crate) fn plan_one(
     inputs: &ImageInputs,
     local: &LocalTier<'_>,
 ) -> Result<ImagePlan> {
-    let mut p = decide(index, service, image, inputs.key, local, false)?;
+    let mut p = decide(index, service, image, inputs, local, false)?;
     if p.reasons.contains(&Reason::NeverBuilt) {
         let why = diff_against_last(local.records(), service, inputs)?;
         explain_never_built(&mut p.reasons, why);
@@ -213,16 +289,28 @@ fn decide(
     index: usize,
     service: &str,
     image: &str,
-    key: ImageKey,
+    inputs: &ImageInputs,
     local: &LocalTier<'_>,
     force: bool,
 ) -> Result<ImagePlan> {
+    let key = inputs.key;
     let want = Want {
         service,
         image,
         key: &key,
     };
-    let mut reasons = Vec::new();
+    // An incomplete key, or an uncacheable image, is never a hit.
+    let mut reasons: Vec<Reason> = inputs
+        .unresolved
+        .iter()
+        .map(|w| Reason::Unresolved { what: w.clone() })
+        .chain(
+            inputs
+                .uncacheable
+                .iter()
+                .map(|w| Reason::Uncacheable { why: w.clone() }),
+        )
+        .collect();
     let mut image_id = None;
     match local.lookup(&want)? {
         Lookup::Hit(hit) => image_id = hit.image_id,
@@ -274,10 +362,23 @@ fn diff_against_last(
     let Some(last) = store.last_built(service) else {
         return Ok(vec![Reason::NeverBuilt]);
     };
-    let previous: Option<InputManifest> = store
+    let blob = store
         .get_record(&last.key)?
-        .and_then(|r| store.get_blob(&r.manifest).ok().flatten())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+        .and_then(|r| store.get_blob(&r.manifest).ok().flatten());
+    // A manifest of another key format may not even read as this one: say so.
+    if let Some(old) = blob
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["manifest"]["format"].as_u64())
+    {
+        if old != u64::from(img.manifest.format) {
+            return Ok(vec![Reason::KeyFormatChanged {
+                old: u32::try_from(old).unwrap_or(u32::MAX),
+                new: img.manifest.format,
+            }]);
+        }
+    }
+    let previous: Option<InputManifest> = blob.and_then(|b| serde_json::from_slice(&b).ok());
     let Some(prev) = previous else {
         return Ok(vec![Reason::PreviousUnknown { key: last.key }]);
     };
@@ -376,11 +477,26 @@ fn diff_parts<'a>(
     if !mode.is_empty() {
         reasons.push(Reason::ModeChanged { paths: mode });
     }
-    if om.build_args != nm.build_args {
-        reasons.push(Reason::BuildArgsChanged {
-            old: om.build_args.clone(),
-            new: nm.build_args.clone(),
-        });
+    for (name, d) in &nm.build_args {
+        match om.build_args.get(name) {
+            None => reasons.push(Reason::BuildArgChanged {
+                name: name.clone(),
+                change: Change::Added,
+            }),
+            Some(o) if o != d => reasons.push(Reason::BuildArgChanged {
+                name: name.clone(),
+                change: Change::Changed,
+            }),
+            Some(_) => {}
+        }
+    }
+    for name in om.build_args.keys() {
+        if !nm.build_args.contains_key(name) {
+            reasons.push(Reason::BuildArgChanged {
+                name: name.clone(),
+                change: Change::Removed,
+            });
+        }
     }
     if om.target != nm.target {
         reasons.push(Reason::TargetChanged {
@@ -394,19 +510,40 @@ fn diff_parts<'a>(
             new: nm.platform.clone(),
         });
     }
-    if om.base_images != nm.base_images {
-        let refs = |v: &[crate::key::BaseImage]| {
-            v.iter()
-                .map(|b| match &b.digest {
-                    Some(d) => format!("{}@{d}", b.reference),
-                    None => b.reference.clone(),
-                })
-                .collect()
-        };
-        reasons.push(Reason::BaseImagesChanged {
-            old: refs(&om.base_images),
-            new: refs(&nm.base_images),
-        });
+    let same = |a: &crate::key::BaseImage, b: &crate::key::BaseImage| {
+        a.reference == b.reference && a.platform == b.platform
+    };
+    for n in &nm.base_images {
+        match om.base_images.iter().find(|o| same(o, n)) {
+            None => reasons.push(Reason::BaseImageAdded {
+                reference: n.reference.clone(),
+            }),
+            Some(o) if o.digest != n.digest => reasons.push(Reason::BaseImageChanged {
+                reference: n.reference.clone(),
+                old: o.digest.clone(),
+                new: n.digest.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for o in &om.base_images {
+        if !nm.base_images.iter().any(|n| same(o, n)) {
+            reasons.push(Reason::BaseImageRemoved {
+                reference: o.reference.clone(),
+            });
+        }
+    }
+    if om.remote_sources != nm.remote_sources {
+        let mut urls: Vec<String> = om
+            .remote_sources
+            .iter()
+            .chain(&nm.remote_sources)
+            .filter(|r| !(om.remote_sources.contains(r) && nm.remote_sources.contains(r)))
+            .map(|r| r.url.clone())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        reasons.push(Reason::RemoteSourcesChanged { urls });
     }
     for (s, k) in &nm.from_images {
         if om.from_images.get(s) != Some(k) {

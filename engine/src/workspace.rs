@@ -105,10 +105,9 @@ pub struct Workspace {
     /// Packages sorted by directory; index 0 is the root package.
     pub packages: Vec<Package>,
     pub services: Vec<Service>,
-    pub lockfile: Option<Lockfile>,
-    /// Patch files pnpm reads at install (`patchedDependencies` of the lockfile, of
-    /// `pnpm-workspace.yaml` and of the root `package.json`'s `pnpm` field), relative to the root.
-    pub patch_files: Vec<String>,
+    /// The lockfile, if any; a lockfile that cannot be read fails only the contexts that copy it
+    /// (the error, as text).
+    pub lockfile: std::result::Result<Option<Lockfile>, String>,
     /// `catalog` and `catalogs` of `pnpm-workspace.yaml`: catalog name -> package -> range.
     pub catalogs: BTreeMap<String, BTreeMap<String, String>>,
     by_name: HashMap<String, usize>,
@@ -122,8 +121,6 @@ struct WorkspaceYaml {
     catalog: Option<BTreeMap<String, String>>,
     #[serde(default)]
     catalogs: Option<BTreeMap<String, BTreeMap<String, String>>>,
-    #[serde(default, rename = "patchedDependencies")]
-    patched_dependencies: Option<BTreeMap<String, String>>,
 }
 
 impl Workspace {
@@ -208,26 +205,18 @@ impl Workspace {
         }
 
         let lock_path = root.join(LOCKFILE);
-        let lockfile = match std::fs::read_to_string(&lock_path) {
-            Ok(text) => Some(Lockfile::parse(&lock_path, &text)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io("read", lock_path, e)),
+        let lockfile = match std::fs::symlink_metadata(&lock_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &lock_path, e).to_string()),
+            Ok(m) if !m.file_type().is_file() => Ok(None),
+            Ok(_) => std::fs::read_to_string(&lock_path)
+                .map_err(|e| Error::io("read", &lock_path, e).to_string())
+                .and_then(|text| {
+                    Lockfile::parse(&lock_path, &text)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }),
         };
-
-        let mut patch_files: Vec<String> = ws
-            .patched_dependencies
-            .iter()
-            .flat_map(|m| m.values().cloned())
-            .collect();
-        patch_files.extend(lockfile.iter().flat_map(|l| l.patch_files()));
-        patch_files.extend(root_patches(root)?);
-        let mut patch_files: Vec<String> = patch_files
-            .iter()
-            .map(|p| join_rel(".", p))
-            .filter(|p| p != "." && !p.starts_with(".."))
-            .collect();
-        patch_files.sort();
-        patch_files.dedup();
 
         let services = find_services(root, &config, &packages)?;
         Ok(Workspace {
@@ -237,7 +226,6 @@ impl Workspace {
             services,
             lockfile,
             catalogs,
-            patch_files,
             by_name,
         })
     }
@@ -259,6 +247,91 @@ impl Workspace {
                 name: name.to_string(),
                 known: self.services.iter().map(|s| s.name.clone()).collect(),
             })
+    }
+
+    /// Why the workspace has no service: the Dockerfiles it saw and why none makes a service (for
+    /// a monorepo where nothing is found).
+    pub fn why_no_services(&self) -> String {
+        let name = &self.config.images.dockerfile;
+        let mut seen: Vec<String> = Vec::new();
+        if self.root.join(name).is_file() {
+            seen.push(format!(
+                "`{name}` at the root: the root package is never a service (a service is a workspace package in a directory of its own, e.g. `services/api/{name}`)"
+            ));
+        }
+        let mut package_dirs = std::collections::HashSet::new();
+        for p in self.packages.iter().filter(|p| !p.is_root()) {
+            package_dirs.insert(p.dir.clone());
+            let df = format!("{}/{name}", p.dir);
+            if !self.root.join(&df).is_file() {
+                continue;
+            }
+            let svc = p.dir.rsplit('/').next().unwrap_or(&p.dir);
+            if self.config.service(svc).skip {
+                seen.push(format!(
+                    "`{df}`: `skip = true` under `[services.{svc}]` in images.toml"
+                ));
+            } else {
+                seen.push(format!(
+                    "`{df}`: its directory is not under `service-dirs` ({}) in images.toml",
+                    self.config.images.service_dirs.join(", ")
+                ));
+            }
+        }
+        // Dockerfiles in directories that are not workspace packages (three levels down).
+        let mut stack = vec![(String::new(), 0)];
+        while let Some((rel, depth)) = stack.pop() {
+            let abs = if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(&rel)
+            };
+            let Ok(entries) = std::fs::read_dir(&abs) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !e.file_type().is_ok_and(|t| t.is_dir())
+                    || n.starts_with('.')
+                    || NEVER_PACKAGES.contains(&n.as_str())
+                {
+                    continue;
+                }
+                let child = if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                };
+                if !package_dirs.contains(&child) && self.root.join(&child).join(name).is_file() {
+                    seen.push(format!(
+                        "`{child}/{name}`: `{child}` is not a workspace package (it needs a package.json, and a glob of `{WORKSPACE_FILE}` matching it)"
+                    ));
+                }
+                if depth < 2 {
+                    stack.push((child, depth + 1));
+                }
+            }
+        }
+        seen.sort();
+        let mut msg = format!(
+            "no service in `{}`: a service is a workspace package whose directory holds a `{name}`",
+            self.root.display()
+        );
+        if seen.is_empty() {
+            msg.push_str(&format!(
+                "; no `{name}` was found in any of the {} workspace package(s)",
+                self.packages.len().saturating_sub(1)
+            ));
+        } else {
+            msg.push_str("; found:");
+            for s in &seen {
+                msg.push_str(&format!("\n  - {s}"));
+            }
+        }
+        msg.push_str(&format!(
+            "\n  hint: put a `{name}` in each service's package directory (`cargo xtask dockerfiles` renders them from the template)"
+        ));
+        msg
     }
 
     /// The workspace packages a package depends on, transitively, itself included, sorted by index.
@@ -352,6 +425,36 @@ fn glob(pattern: &str) -> Result<globset::Glob> {
         })
 }
 
+/// Checks that no component of `rel` is a symlink that leaves the root (a workspace glob must not
+/// reach outside it through one).
+fn check_inside(root: &Path, rel: &str, pattern: &str) -> Result<()> {
+    let mut at = String::new();
+    for c in rel.split('/').filter(|c| !c.is_empty()) {
+        at = if at.is_empty() {
+            c.to_string()
+        } else {
+            format!("{at}/{c}")
+        };
+        let abs = root.join(&at);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target =
+                    std::fs::read_link(&abs).map_err(|e| Error::io("read link", &abs, e))?;
+                if !crate::resolve::link_stays_inside(root, &at, &target) {
+                    return Err(Error::Other(format!(
+                        "the workspace glob `{pattern}` in `{}` leaves the monorepo root: `{}` is a symlink to `{}`\n  hint: list only directories under the root",
+                        root.join(WORKSPACE_FILE).display(),
+                        abs.display(),
+                        target.display()
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The package directories matched by the workspace globs, relative and sorted.
 fn find_package_dirs(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
     let mut include = GlobSetBuilder::new();
@@ -365,6 +468,13 @@ fn find_package_dirs(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
         let pat = pat.trim_start_matches("./").trim_end_matches('/');
         if pat.is_empty() || pat == "." {
             continue;
+        }
+        if pat.starts_with('/') || pat.split('/').any(|c| c == "..") {
+            return Err(Error::Other(format!(
+                "the workspace glob `{raw}` in `{}` leaves the monorepo root\n  hint: list only directories under `{}`; images are built from the root's files only",
+                root.join(WORKSPACE_FILE).display(),
+                root.display()
+            )));
         }
         let manifest_glob = glob(&format!("{pat}/package.json"))?;
         if negated {
@@ -383,7 +493,9 @@ fn find_package_dirs(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
         } else {
             Some(segs.len() - literal)
         };
-        starts.push((segs[..literal].join("/"), depth));
+        let start = segs[..literal].join("/");
+        check_inside(root, &start, raw)?;
+        starts.push((start, depth));
     }
     let include: GlobSet = include
         .build()
@@ -440,21 +552,6 @@ fn find_package_dirs(root: &Path, patterns: &[String]) -> Result<Vec<String>> {
     Ok(found.into_iter().collect())
 }
 
-/// The values of `pnpm.patchedDependencies` in the root `package.json`.
-fn root_patches(root: &Path) -> Result<Vec<String>> {
-    let path = root.join("package.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    Ok(v["pnpm"]["patchedDependencies"]
-        .as_object()
-        .map(|m| {
-            m.values()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 fn read_package(root: &Path, dir: &str) -> Result<Package> {
     let rel = if dir == "." {
         "package.json".to_string()
@@ -462,6 +559,14 @@ fn read_package(root: &Path, dir: &str) -> Result<Package> {
         format!("{dir}/package.json")
     };
     let path = root.join(&rel);
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if m.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| Error::io("read link", &path, e))?;
+            if !crate::resolve::link_stays_inside(root, &rel, &target) {
+                return Err(Error::SymlinkOutsideRoot { path, target });
+            }
+        }
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
         path: path.clone(),

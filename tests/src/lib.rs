@@ -262,24 +262,46 @@ pub fn analyze(root: &Path) -> engine::pipeline::Analysis {
 
 /// Each service's key, by service name.
 pub fn keys(root: &Path) -> std::collections::BTreeMap<String, String> {
-    let a = analyze(root);
+    let a = analyze_ok(root);
     a.images
         .iter()
         .map(|i| (a.ws.services[i.service].name.clone(), i.key.to_hex()))
         .collect()
 }
 
-/// The error of analysing a monorepo, as text.
+/// The error of analysing a monorepo, as text: the whole analysis's, or the services' that
+/// fail alone (one per line group).
 pub fn analyze_error(root: &Path) -> String {
     let mut opts = engine::pipeline::Options::new(root);
     opts.cache_dir = Some(root.join(".images-cache"));
     match engine::pipeline::analyze(&opts) {
-        Ok(_) => panic!(
+        Ok(a) if a.failed.is_empty() => panic!(
             "analysis of {} succeeded, an error was expected",
             root.display()
         ),
+        Ok(a) => a
+            .failed
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(e) => e.to_string(),
     }
+}
+
+/// Analyses a monorepo that must analyse whole: no service may fail.
+pub fn analyze_ok(root: &Path) -> engine::pipeline::Analysis {
+    let a = analyze(root);
+    assert!(
+        a.failed.is_empty(),
+        "services failed: {}",
+        a.failed
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    a
 }
 
 /// End-to-end Docker tests share one engine and two cores: one at a time, across modules.

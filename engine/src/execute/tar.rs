@@ -31,6 +31,9 @@ pub fn write_context<W: Write>(root: &Path, ctx: &Context, out: W) -> Result<W> 
     // Parent directories first, each once, with a fixed mode.
     let mut dirs = BTreeSet::new();
     for f in &ctx.files {
+        if f.dir {
+            dirs.insert(f.path.to_string());
+        }
         let mut p = &*f.path;
         while let Some((parent, _)) = p.rsplit_once('/') {
             dirs.insert(parent.to_string());
@@ -46,6 +49,9 @@ pub fn write_context<W: Write>(root: &Path, ctx: &Context, out: W) -> Result<W> 
             let mut h = header(tar::EntryType::Directory, 0o755, 0);
             b.append_data(&mut h, format!("{d}/"), std::io::empty())
                 .map_err(|e| tar_err(&d, e))?;
+        }
+        if f.dir {
+            continue; // written with the parent directories
         }
         if f.symlink {
             let target = std::fs::read_link(root.join(&*f.path))

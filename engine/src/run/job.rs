@@ -103,8 +103,8 @@ impl Job {
         )
     }
 
-    /// The build request: exactly the hashed files, the key label, and what the key manifest
-    /// says of build args, target and platform.
+    /// The build request: exactly the hashed files, the key label, the build argument values
+    /// (the key holds their digests), the target, and the platform when one is configured.
     pub fn request(&self, cancel: Arc<AtomicBool>, work_dir: PathBuf) -> BuildRequest {
         let m = &self.inputs.manifest;
         BuildRequest {
@@ -113,9 +113,9 @@ impl Job {
             context: self.inputs.context.clone(),
             dockerfile: self.dockerfile.clone(),
             labels: BTreeMap::from([(KEY_LABEL.to_string(), self.key.to_hex())]),
-            build_args: m.build_args.clone(),
+            build_args: self.inputs.build_args.values().clone(),
             target: m.target.clone(),
-            platform: m.platform.clone(),
+            platform: self.inputs.platform_flag.clone(),
             work_dir,
             cancel,
         }

@@ -57,7 +57,9 @@ impl Runner<'_> {
                     return r;
                 }
                 let mut refused = Vec::new();
-                if !self.opts.force && self.remote.is_some() {
+                // An uncacheable image, or one whose key is incomplete, is never taken from a
+                // registry either.
+                if !self.opts.force && self.remote.is_some() && job.inputs.cacheable() {
                     match self.remote_tiers(job, &want, &mut r) {
                         Remote::Done => return r,
                         Remote::Build { refused: skip } => refused = skip,

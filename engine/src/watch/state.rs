@@ -26,7 +26,7 @@ use crate::digest::ImageKey;
 use crate::dockerignore::DockerIgnore;
 use crate::hash::{self, FileStat, HashStats};
 use crate::pipeline::{self, Analysis};
-use crate::workspace::{join_rel, LOCKFILE, WORKSPACE_FILE};
+use crate::workspace::{LOCKFILE, WORKSPACE_FILE};
 use crate::Result;
 
 use super::fswatch::Prune;
@@ -133,28 +133,12 @@ impl State {
         let mut unignored = false;
         for (i, img) in a.images.iter().enumerate() {
             for (j, f) in img.context.files.iter().enumerate() {
-                if matches!(f.source, Source::Disk) {
+                if matches!(f.source, Source::Disk) && !f.dir {
                     index.entry(f.path.to_string()).or_default().push((i, j));
                 }
             }
-            let svc = &ws.services[img.service];
-            for p in ws.closure(svc.package) {
-                let d = &ws.packages[p].dir;
-                if d != "." {
-                    covered.insert(d.clone());
-                }
-            }
-            for (src, _) in img.context.dockerfile.context_sources() {
-                let norm = join_rel(".", src.trim_start_matches('/'));
-                let lit: Vec<&str> = norm
-                    .split('/')
-                    .take_while(|s| !s.contains(['*', '?', '[']))
-                    .collect();
-                let dir = lit.join("/");
-                if !dir.is_empty() && dir != "." {
-                    covered.insert(dir);
-                }
-            }
+            // Where the context's sources could take in a new file (`.`: anywhere).
+            covered.extend(img.context.covers.iter().cloned());
             match &img.context.dockerignore {
                 Some(f) => {
                     ignore_files.insert(f.clone());
@@ -238,8 +222,10 @@ impl State {
     fn may_join(&self, rel: &str) -> bool {
         let top = !rel.contains('/');
         let under = self.covered.iter().any(|d| {
-            rel.strip_prefix(d.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            d == "."
+                || rel
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         });
         if !top && !under {
             return false;

@@ -69,7 +69,9 @@ impl Repo {
                 .service(s, &[])
                 .file(
                     &format!("services/{s}/Dockerfile"),
-                    &format!("FROM node:18-alpine\nCOPY services/{s}/ /app/\n"),
+                    // The lockfile and the closure's packages are copied: the context holds
+                    // the lockfile pruned to them.
+                    &format!("FROM node:18-alpine\nCOPY pnpm-lock.yaml /app/\nCOPY shared/ /app/shared/\nCOPY services/{s}/ /app/\n"),
                 )
                 .file(
                     &format!("services/{s}/src/index.ts"),
@@ -285,7 +287,13 @@ fn gc_leaves_nothing_of_keys_services_and_lockfiles_that_are_gone() {
     assert!(stat.entry("services/c/src/index.ts").is_none());
     assert!(stat.entry("services/a/src/index.ts").is_some());
     let (prunings, _) = engine::prunecache::PruneCache::load(&layout.pruned_lockfiles());
-    let lock = fresh.ws.lockfile.as_ref().expect("a lockfile");
+    let lock = fresh
+        .ws
+        .lockfile
+        .as_ref()
+        .expect("a readable lockfile")
+        .as_ref()
+        .expect("a lockfile");
     assert_eq!(prunings.len(), 2);
     for i in &fresh.images {
         let importers: BTreeSet<String> = fresh

@@ -90,6 +90,11 @@ fn the_example_is_four_services_and_a_library() {
         let closure = ws.closure(s.package);
         assert_eq!(closure.len(), 2, "{} depends on shared only", s.name);
     }
-    let lock = ws.lockfile.as_ref().expect("lockfile");
+    let lock = ws
+        .lockfile
+        .as_ref()
+        .expect("a readable lockfile")
+        .as_ref()
+        .expect("lockfile");
     assert_eq!(lock.version(), "6.0");
 }

@@ -32,18 +32,33 @@ fn malformed_workspace_yaml_names_file_and_line() {
     assert!(e.contains("line"), "{e}");
 }
 
+/// A lockfile that cannot be read fails the services that copy it, naming it; the others (and
+/// `graph`) do not need it.
 #[test]
 fn malformed_lockfile_names_file() {
     let p = project()
         .shared()
         .service("a", &[])
+        .service("b", &[])
         .file(
             "pnpm-lock.yaml",
             "lockfileVersion: '6.0'\nimporters:\n  .: [\n",
         )
         .build();
+    let df = p.read("services/a/Dockerfile");
+    p.write(
+        "services/a/Dockerfile",
+        &df.replace(
+            "COPY package.json pnpm-workspace.yaml ./",
+            "COPY package.json pnpm-workspace.yaml pnpm-lock.yaml ./",
+        ),
+    );
     let e = analyze_error(p.root());
     assert!(e.contains("pnpm-lock.yaml"), "{e}");
+    assert!(e.contains("service `a`"), "{e}");
+    assert!(!e.contains("service `b`"), "{e}");
+    let a = tests::analyze(p.root());
+    assert_eq!(a.images.len(), 1, "b is analysed");
 }
 
 #[test]

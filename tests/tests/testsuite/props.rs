@@ -77,25 +77,29 @@ proptest! {
             a.images
                 .iter()
                 .map(|i| {
-                    let files: Vec<(String, bool, u32, String)> = i
+                    let files: Vec<(String, bool, bool, u32, String)> = i
                         .context
                         .files
                         .iter()
-                        .map(|f| (f.path.to_string(), f.symlink, f.mode, f.digest.to_hex()))
+                        .map(|f| (f.path.to_string(), f.symlink, f.dir, f.mode, f.digest.to_hex()))
                         .collect();
                     (a.ws.services[i.service].name.clone(), i.key.to_hex(), files)
                 })
                 .collect::<Vec<_>>()
         };
         let cold = run(true, false);
-        // Every disk file's digest is the blake3 of its bytes (a symlink: of its target).
+        // Every disk file's digest is the blake3 of its bytes (a symlink: of its target; a
+        // directory: of nothing, its entries are the other paths).
         for (_, _, files) in &cold {
-            for (path, symlink, _, digest) in files {
+            for (path, symlink, dir, _, digest) in files {
                 if path == "pnpm-lock.yaml" {
                     continue; // the pruned lockfile, made by the engine
                 }
                 let abs = root.join(path);
-                let bytes = if *symlink {
+                let bytes = if *dir {
+                    prop_assert!(abs.is_dir(), "{}", path);
+                    Vec::new()
+                } else if *symlink {
                     std::fs::read_link(&abs).expect("link").into_os_string().into_encoded_bytes()
                 } else {
                     std::fs::read(&abs).expect("read")

@@ -36,6 +36,14 @@ impl Args {
             head: self.head.clone(),
             fallback_all: self.fallback_all,
         })?;
+        for e in &a.errors {
+            output::error(&anyhow::anyhow!(
+                "service `{}`: {}\n  hint: {}",
+                e.service,
+                e.error,
+                e.hint
+            ));
+        }
         if let Some(f) = &a.fallback {
             output::warn(&format!(
                 "{f}: every service is reported as affected (--fallback-all)"

@@ -17,6 +17,8 @@ struct Input {
     digest: String,
     mode: String,
     size: u64,
+    /// `file`, `symlink` or `dir`.
+    kind: engine::key::EntryKind,
 }
 
 #[derive(Serialize)]
@@ -30,6 +32,12 @@ struct Explain<'a> {
     inputs: Vec<Input>,
     /// Why it would be built now (empty when cached).
     reasons: Vec<String>,
+    /// Why its key is incomplete (a base image digest or the platform not known).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    unresolved: &'a [String],
+    /// Why it is never taken from the cache.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    uncacheable: &'a [String],
 }
 
 impl Args {
@@ -38,6 +46,9 @@ impl Args {
         opts.services = vec![self.service.clone()];
         let analysis = setup::analyze(global, &opts)?;
         let s = analysis.ws.service(&self.service)?;
+        if let Some(f) = analysis.failure(s) {
+            anyhow::bail!("{f}");
+        }
         let img = analysis
             .image(s)
             .ok_or_else(|| anyhow::anyhow!("service `{}` was not analysed", self.service))?;
@@ -65,9 +76,12 @@ impl Args {
                     digest: f.digest.to_hex(),
                     mode: format!("{:o}", f.mode),
                     size: f.size,
+                    kind: f.kind(),
                 })
                 .collect(),
             reasons,
+            unresolved: &img.unresolved,
+            uncacheable: &img.uncacheable,
         };
         if global.json {
             output::json(&doc)?;
@@ -91,20 +105,46 @@ impl Args {
             doc.inputs.len()
         );
         println!("ignore      {}", doc.dockerignore.unwrap_or("(none)"));
-        println!("build args  {:?}", img.manifest.build_args);
+        // Build arguments by name and the digest of their value: values are never shown.
+        if img.manifest.build_args.is_empty() {
+            println!("build args  (none)");
+        }
+        for (name, d) in &img.manifest.build_args {
+            println!("build arg   {name} (value {}, not shown)", d.short(12));
+        }
         println!(
             "target      {}",
             img.manifest.target.as_deref().unwrap_or("(last stage)")
         );
         println!(
-            "platform    {}",
-            img.manifest
-                .platform
-                .as_deref()
-                .unwrap_or("(engine default)")
+            "platform    {}{}",
+            img.manifest.platform.as_deref().unwrap_or("unknown"),
+            if img.platform_flag.is_some() {
+                " (configured)"
+            } else {
+                " (the engine's)"
+            }
         );
         for b in &img.manifest.base_images {
-            println!("base        {}", b.reference);
+            println!(
+                "base image  {}: {}{}",
+                b.reference,
+                b.digest.as_deref().unwrap_or("digest unknown"),
+                b.platform
+                    .as_deref()
+                    .filter(|p| Some(*p) != img.manifest.platform.as_deref())
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            );
+        }
+        for r in &img.manifest.remote_sources {
+            println!("remote      {} ({})", r.url, r.checksum);
+        }
+        for u in &img.unresolved {
+            println!("incomplete  {u}");
+        }
+        for u in &img.uncacheable {
+            println!("uncacheable {u}");
         }
         for (s, k) in &img.manifest.from_images {
             println!("from image  {s} ({})", k.short(12));
@@ -123,7 +163,10 @@ impl Args {
                     i.mode.clone(),
                     i.size.to_string(),
                     i.digest[..16].to_string(),
-                    i.path.clone(),
+                    match i.kind {
+                        engine::key::EntryKind::Dir => format!("{}/", i.path),
+                        _ => i.path.clone(),
+                    },
                 ]
             })
             .collect();

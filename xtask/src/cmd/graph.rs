@@ -20,8 +20,20 @@ impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
         let opts = setup::options(global)?;
         let ws = engine::workspace::Workspace::discover(&opts.root)?;
+        let root = engine::resolve::Root::open(&ws.root)?;
         let all: Vec<usize> = (0..ws.services.len()).collect();
-        let loaded = engine::context::load_dockerfiles(&ws, &all)?;
+        // The graph needs no key: build arguments from images.toml only, and a Dockerfile that
+        // cannot be read leaves its service without `FROM` edges (said on stderr).
+        let (loaded, failed) = engine::context::load_dockerfiles(&ws, &root, &all, &|s| {
+            ws.config.build_args(&ws.services[s].name)
+        });
+        for (s, e) in &failed {
+            output::warn(&format!(
+                "service `{}`: {e}\n  hint: {}",
+                ws.services[*s].name,
+                engine::pipeline::skip_hint(&ws.services[*s].name)
+            ));
+        }
         let dockerfiles: Vec<_> = all
             .iter()
             .map(|s| loaded.get(s).map(|d| d.as_ref()))

@@ -163,11 +163,26 @@ impl Args {
             opts.services = wanted;
         }
         let analysis = setup::analyze(global, &opts)?;
+        if analysis.ws.services.is_empty() {
+            anyhow::bail!("{}", analysis.ws.why_no_services());
+        }
+        // A service whose inputs cannot be resolved fails alone: said now, the others go on,
+        // and the exit code says it.
+        for f in &analysis.failed {
+            output::error(&anyhow::anyhow!("{f}"));
+        }
         let code = if self.dry_run {
             self.dry_run(global, &analysis)
         } else {
             self.build(global, &analysis)
         };
+        let code = code.map(|c| {
+            if analysis.failed.is_empty() {
+                c
+            } else {
+                c.max(1)
+            }
+        });
         // The process exits next: the OS frees the analysis faster than its destructors
         // (300k shared paths on a large monorepo), as rustc and cargo do.
         std::mem::forget(analysis);
@@ -206,7 +221,11 @@ impl Args {
         }
         let plans = &dry.plans;
         if global.json {
-            let images = plans.iter().map(ImageJson::planned).collect();
+            let images = plans
+                .iter()
+                .map(ImageJson::planned)
+                .chain(failed_json(analysis))
+                .collect();
             output::json(&ImagesJson {
                 images,
                 engine_checked: Some(dry.checked),
@@ -214,7 +233,7 @@ impl Args {
             std::mem::forget(dry);
             return Ok(0);
         }
-        let rows: Vec<Vec<String>> = plans
+        let mut rows: Vec<Vec<String>> = plans
             .iter()
             .map(|p| {
                 vec![
@@ -234,6 +253,15 @@ impl Args {
                 ]
             })
             .collect();
+        for f in &analysis.failed {
+            rows.push(vec![
+                f.name.clone(),
+                analysis.ws.services[f.service].image.clone(),
+                "-".into(),
+                "failed".into(),
+                f.error.lines().next().unwrap_or("").to_string(),
+            ]);
+        }
         print!(
             "{}",
             output::table(&["SERVICE", "IMAGE", "KEY", "ACTION", "WHY"], &rows)
@@ -285,7 +313,12 @@ impl Args {
         }
         if global.json {
             output::json(&ImagesJson {
-                images: summary.images.iter().map(ImageJson::ran).collect(),
+                images: summary
+                    .images
+                    .iter()
+                    .map(ImageJson::ran)
+                    .chain(failed_json(analysis))
+                    .collect(),
                 engine_checked: None,
             })?;
         } else {
@@ -300,7 +333,7 @@ impl Args {
                 "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
                 c.built,
                 c.cached,
-                c.failed,
+                c.failed + analysis.failed.len(),
                 c.skipped,
                 crate::report::fmt_duration(summary.elapsed),
                 crate::report::fmt_duration(summary.saved),
@@ -333,6 +366,28 @@ fn print_failure(r: &engine::run::ImageReport) {
         (Some(error), None) if !r.verify_failed() => eprintln!("error: {error}"),
         _ => {}
     }
+}
+
+/// The services that could not be analysed, as `failed` entries of the JSON document.
+fn failed_json(analysis: &engine::pipeline::Analysis) -> Vec<ImageJson> {
+    analysis
+        .failed
+        .iter()
+        .map(|f| ImageJson {
+            service: f.name.clone(),
+            image: analysis.ws.services[f.service].image.clone(),
+            key: String::new(),
+            action: "failed".into(),
+            reasons: Vec::new(),
+            image_id: None,
+            duration_ms: None,
+            reason_details: Vec::new(),
+            error: Some(format!("{}\n  hint: {}", f.error, f.hint)),
+            log: None,
+            registry: Vec::new(),
+            verify: None,
+        })
+        .collect()
 }
 
 fn plan_action(a: engine::plan::Action) -> &'static str {

@@ -291,13 +291,18 @@ fn bench_size(ctx: &Ctx, size: Size) -> anyhow::Result<SizeResult> {
     let mut opts = engine::pipeline::Options::new(&repo);
     opts.cache_dir = Some(dir.join("floor-cache"));
     opts.stat_cache = false;
+    opts.resolver = engine::pipeline::Resolver::offline();
     let analysis = engine::pipeline::analyze(&opts)?;
+    if let Some(f) = analysis.failed.first() {
+        anyhow::bail!("the bench monorepo does not analyse: {f}");
+    }
     let mut on_disk: std::collections::BTreeMap<&str, (bool, u64)> = Default::default();
     let mut context_entries = 0usize;
     for img in &analysis.images {
         context_entries += img.context.files.len();
         for f in &img.context.files {
-            if matches!(f.source, engine::context::Source::Disk) {
+            // Directories are entries of a context, not files to read.
+            if matches!(f.source, engine::context::Source::Disk) && !f.dir {
                 on_disk.insert(&f.path, (f.symlink, f.size));
             }
         }
