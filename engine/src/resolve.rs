@@ -326,7 +326,9 @@ fn select_one(
     let excluded = rules.ignore.is_excluded(&real);
     match kind {
         Kind::Dir => {
-            if excluded && !rules.ignore.may_reinclude_below(&real) {
+            // An excluded directory is in the context only as the parent of an entry an
+            // exception brings back.
+            if excluded && !any_included(root, &real, rules)? {
                 return Err(SelectError::Excluded { path: real });
             }
             out.covers.insert(real.clone());
@@ -344,6 +346,40 @@ fn select_one(
     }
     out.entries.extend(links);
     Ok(())
+}
+
+/// Whether anything below the excluded directory `dir` is in the context (brought back by an
+/// exception of the ignore file), as the context walker decides it.
+fn any_included(root: &Root, dir: &str, rules: Rules<'_>) -> Result<bool, SelectError> {
+    let ignore = rules.ignore;
+    if !ignore.may_reinclude_below(dir) {
+        return Ok(false);
+    }
+    let mut stack = vec![(dir.to_string(), ignore.dir_state(dir))];
+    while let Some((d, state)) = stack.pop() {
+        let names = root.list(&d).map_err(|error| SelectError::Io {
+            path: d.clone(),
+            error,
+        })?;
+        for (name, kind) in names {
+            let child = join(&d, &name);
+            if rules.is_hidden(&child) {
+                continue;
+            }
+            if kind == Kind::Dir {
+                let (excluded, st) = ignore.check_in(&state, &child);
+                if !excluded {
+                    return Ok(true);
+                }
+                if ignore.may_reinclude_below(&child) {
+                    stack.push((child, st));
+                }
+            } else if !ignore.is_excluded_in(&state, &child) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Resolves `path` beneath the root, following symlinks (all of them, the last included) as

@@ -61,7 +61,9 @@ pub fn walk(root: &Root, dir: &str, rules: Rules<'_>, with: HashWith<'_>) -> Res
         .open_dir(dir)
         .map_err(|e| Error::io("read directory", root.path().join(dir), e))?;
     let mut chunks = Vec::new();
-    if dir != "." {
+    // The directory itself, unless the ignore file leaves it out (then only what an exception
+    // brings back below it is there).
+    if dir != "." && !rules.ignore.is_excluded(dir) {
         let st = rustix::fs::fstat(&fd)
             .map_err(|e| Error::io("read directory", root.path().join(dir), e.into()))?;
         chunks.push(vec![Found {

@@ -386,3 +386,186 @@ pub fn remove_images_ok(prefix: &str) {
         docker_ok(&args);
     }
 }
+
+/// A tiny image made for a test (`docker import` of one file): a base image that builds in no
+/// time and that the test may retag. Removed when dropped.
+pub struct TinyImage {
+    pub reference: String,
+    pub id: String,
+}
+
+impl TinyImage {
+    /// Imports an image holding `/base.txt` (with `marker` in it) as `reference`.
+    pub fn import(reference: &str, marker: &str) -> TinyImage {
+        let mut tar = tar::Builder::new(Vec::new());
+        let body = format!("tiny base {marker}\n");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "base.txt", body.as_bytes())
+            .expect("tar");
+        let bytes = tar.into_inner().expect("tar");
+        let mut child = docker()
+            .args(["import", "-", reference])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("failed to run docker import");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&bytes).expect("write to docker import");
+        }
+        let out = child.wait_with_output().expect("docker import");
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", reference]);
+        TinyImage {
+            reference: reference.to_string(),
+            id,
+        }
+    }
+}
+
+impl Drop for TinyImage {
+    fn drop(&mut self) {
+        let _ = docker().args(["rmi", "-f", &self.reference]).output();
+    }
+}
+
+/// One entry of an image's file tree: its kind, mode, and content digest (a symlink: its target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub kind: char,
+    pub mode: u32,
+    pub digest: String,
+}
+
+/// The file tree of an image (path without a leading `/` -> entry), from `docker create` and
+/// `docker export`, without what the container runtime adds (`.dockerenv`, `/dev`, `/proc`,
+/// `/sys`, `/etc/hosts`, ...).
+pub fn image_tree(image: &str) -> std::collections::BTreeMap<String, TreeEntry> {
+    let cid = docker_ok(&["create", image, "/nonexistent"]);
+    let out = docker()
+        .args(["export", &cid])
+        .output()
+        .expect("failed to run docker export");
+    let _ = docker().args(["rm", "-f", &cid]).output();
+    assert!(
+        out.status.success(),
+        "docker export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut tree = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        let path = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let runtime = [
+            ".dockerenv",
+            "etc/hosts",
+            "etc/hostname",
+            "etc/resolv.conf",
+            "etc/mtab",
+        ];
+        if path.is_empty()
+            || runtime.contains(&path.as_str())
+            || ["dev", "proc", "sys"]
+                .iter()
+                .any(|d| path == *d || path.starts_with(&format!("{d}/")))
+        {
+            continue;
+        }
+        let h = entry.header();
+        let mode = h.mode().expect("mode") & 0o7777;
+        let (kind, digest) = match h.entry_type() {
+            tar::EntryType::Directory => ('d', String::new()),
+            tar::EntryType::Symlink => (
+                'l',
+                entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => (
+                'h',
+                entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read tar entry");
+                ('f', blake3::hash(&bytes).to_hex().to_string())
+            }
+        };
+        tree.insert(path, TreeEntry { kind, mode, digest });
+    }
+    tree
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: failed to start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a real `pnpm-lock.yaml` for a fixture (`pnpm install --lockfile-only`, pnpm 8.15 as
+/// `scripts/test.sh` installs it).
+pub fn pnpm_lockfile(root: &Path) {
+    run_ok(
+        Command::new("pnpm")
+            .args(["install", "--lockfile-only", "--ignore-scripts"])
+            .env("CI", "true")
+            .current_dir(root),
+        "pnpm install --lockfile-only (is pnpm 8.15 installed? `npm i -g pnpm@8.15.0`)",
+    );
+}
+
+/// The bytes of one file of a service's context, as the builder gets them (the pruned lockfile
+/// included).
+pub fn context_file(a: &engine::pipeline::Analysis, service: &str, path: &str) -> Vec<u8> {
+    let s = a.ws.service(service).expect("service");
+    let f = a
+        .image(s)
+        .expect("analysed")
+        .context
+        .files
+        .iter()
+        .find(|f| &*f.path == path)
+        .unwrap_or_else(|| panic!("{path} is not in the context of {service}"));
+    match &f.source {
+        engine::context::Source::Virtual(b) => b.to_vec(),
+        engine::context::Source::Disk => {
+            std::fs::read(a.ws.root.join(path)).expect("read context file")
+        }
+    }
+}
+
+/// Writes the context of `service` (exactly the tar the builder gets) into `dest`.
+pub fn materialize(root: &Path, a: &engine::pipeline::Analysis, service: &str, dest: &Path) {
+    let s = a.ws.service(service).expect("service");
+    let img = a.image(s).expect("analysed");
+    let tar = engine::execute::tar::write_context(root, &img.context, Vec::new()).expect("tar");
+    std::fs::create_dir_all(dest).expect("mkdir");
+    let mut archive = tar::Archive::new(tar.as_slice());
+    archive.set_preserve_permissions(true);
+    archive.unpack(dest).expect("unpack the context");
+}

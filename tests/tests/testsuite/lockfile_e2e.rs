@@ -1,47 +1,17 @@
 //! A third-party dependency added to one service changes only its key, and a real
-//! `pnpm install --frozen-lockfile` accepts the pruned context the engine hands the builder.
+//! `pnpm install --frozen-lockfile` accepts the pruned context the engine hands the builder
+//! (pnpm 8 on the example; pnpm 7 and its lockfileVersion 5.4 on a fixture).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{analyze, copy_example, keys};
+use tests::{analyze_ok, copy_example, keys, materialize, project, run_ok};
 
 fn pnpm() -> Command {
     // pnpm 8.15 is what the example pins; `.ci/run` installs it. Missing pnpm fails loudly.
     let mut c = Command::new("pnpm");
     c.env("CI", "true");
     c
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{what}: failed to start (is pnpm 8.15 installed? `npm i -g pnpm@8.15.0`): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Writes the context of `service` (exactly what the builder gets) into `dest`.
-fn materialize(root: &Path, service: &str, dest: &Path) {
-    let a = analyze(root);
-    let s = a.ws.service(service).expect("service");
-    let img = a.image(s).expect("analysed");
-    let tar = engine::execute::tar::write_context(root, &img.context, Vec::new()).expect("tar");
-    std::fs::create_dir_all(dest).expect("mkdir");
-    let tar_path = dest.with_extension("tar");
-    std::fs::write(&tar_path, tar).expect("write tar");
-    run(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&tar_path)
-            .arg("-C")
-            .arg(dest),
-        "tar -x",
-    );
 }
 
 #[test]
@@ -57,7 +27,7 @@ fn adding_a_dependency_to_one_service_changes_only_its_key_and_pnpm_accepts_the_
         pkg_path,
         &format!("{}\n", serde_json::to_string_pretty(&pkg).expect("json")),
     );
-    run(
+    run_ok(
         pnpm()
             .args(["install", "--lockfile-only", "--ignore-scripts"])
             .current_dir(ex.root()),
@@ -75,26 +45,97 @@ fn adding_a_dependency_to_one_service_changes_only_its_key_and_pnpm_accepts_the_
     }
 
     // The pruned context of each of two services installs with a frozen lockfile.
+    let a = analyze_ok(ex.root());
     for service in ["student-service", "course-service"] {
-        let dest = ex.path(&format!("../ctx-{service}-{}", std::process::id()));
-        materialize(ex.root(), service, &dest);
-        let lock = std::fs::read_to_string(dest.join("pnpm-lock.yaml")).expect("lockfile");
+        let dest = tempfile::tempdir().expect("tempdir");
+        materialize(ex.root(), &a, service, dest.path());
+        let lock = std::fs::read_to_string(dest.path().join("pnpm-lock.yaml")).expect("lockfile");
         assert_eq!(
             lock.contains("is-number"),
             service == "student-service",
             "the pruned lockfile of {service} holds only its closure"
         );
         assert!(
-            !dest.join("services/api-gateway").exists(),
+            !dest.path().join("services/api-gateway").exists(),
             "no other service in the context"
         );
-        run(
+        run_ok(
             pnpm()
                 .args(["install", "--frozen-lockfile", "--ignore-scripts"])
-                .current_dir(&dest),
+                .current_dir(dest.path()),
             &format!("pnpm install --frozen-lockfile in the context of {service}"),
         );
-        std::fs::remove_dir_all(&dest).ok();
-        std::fs::remove_file(dest.with_extension("tar")).ok();
+    }
+}
+
+/// pnpm 7, installed for this test into a temporary prefix (`npm i --prefix <dir> pnpm@7`).
+fn pnpm7(prefix: &Path) -> PathBuf {
+    run_ok(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(prefix)
+            .arg("pnpm@7"),
+        "npm install pnpm@7",
+    );
+    prefix.join("node_modules/.bin/pnpm")
+}
+
+/// Lockfiles of pnpm 7 (lockfileVersion 5.4) are read and pruned, and pnpm 7's own
+/// `install --frozen-lockfile` accepts the pruned context (they were refused by every command,
+/// `graph` included).
+#[test]
+fn a_pnpm7_lockfile_is_pruned_and_pnpm7_accepts_it() {
+    let prefix = tempfile::tempdir().expect("tempdir");
+    let pnpm7 = pnpm7(prefix.path());
+    let p = project()
+        .shared()
+        .file(
+            "shared/package.json",
+            "{\n  \"name\": \"@fx/shared\",\n  \"version\": \"1.0.0\",\n  \"dependencies\": { \"is-number\": \"7.0.0\" }\n}\n",
+        )
+        .service("a", &[("ms", "2.1.3")])
+        .service("b", &[("ms", "2.1.2")])
+        .build();
+    for s in ["a", "b"] {
+        let df = p.read(&format!("services/{s}/Dockerfile"));
+        p.write(
+            &format!("services/{s}/Dockerfile"),
+            &df.replace(
+                "COPY package.json pnpm-workspace.yaml ./",
+                "COPY package.json pnpm-workspace.yaml pnpm-lock.yaml ./",
+            ),
+        );
+    }
+    run_ok(
+        Command::new(&pnpm7)
+            .args(["install", "--lockfile-only", "--ignore-scripts"])
+            .env("CI", "true")
+            .current_dir(p.root()),
+        "pnpm 7 install --lockfile-only",
+    );
+    assert!(p
+        .read("pnpm-lock.yaml")
+        .starts_with("lockfileVersion: 5.4\n"));
+    let graph = tests::xtask(p.root(), &["graph"]);
+    assert!(
+        graph.status.success(),
+        "{}",
+        String::from_utf8_lossy(&graph.stderr)
+    );
+    let a = analyze_ok(p.root());
+    for service in ["a", "b"] {
+        let dest = tempfile::tempdir().expect("tempdir");
+        materialize(p.root(), &a, service, dest.path());
+        let lock = std::fs::read_to_string(dest.path().join("pnpm-lock.yaml")).expect("lockfile");
+        let other = if service == "a" { "b" } else { "a" };
+        assert!(lock.contains(&format!("services/{service}:")), "{lock}");
+        assert!(!lock.contains(&format!("services/{other}:")), "{lock}");
+        run_ok(
+            Command::new(&pnpm7)
+                .args(["install", "--frozen-lockfile", "--ignore-scripts"])
+                .env("CI", "true")
+                .current_dir(dest.path()),
+            &format!("pnpm 7 install --frozen-lockfile in the context of {service}"),
+        );
     }
 }

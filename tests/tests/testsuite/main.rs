@@ -1,18 +1,22 @@
 //! The one integration test binary: one module per area.
 
 mod affected;
+mod bases;
 mod bench;
 mod build;
 mod cachedir;
 mod cli;
 mod deps;
+mod differential;
 mod discover;
 mod errors;
+mod isolation;
 mod keys;
 mod lockfile_e2e;
 mod podman;
 mod props;
 mod registry;
 mod run;
+mod soundness;
 mod verify;
 mod watch;

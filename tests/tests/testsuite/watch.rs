@@ -248,14 +248,26 @@ fn started(events: &[Event]) -> Vec<String> {
 }
 
 fn fixture() -> Fixture {
-    project()
+    let fx = project()
         .shared()
         .service("a", &[])
         .service("b", &[])
         .service("c", &[])
         .file("services/a/src/lib/deep.ts", "export const deep = 1;\n")
         .file(".npmrc", "auto-install-peers=true\n")
-        .build()
+        .build();
+    // Each Dockerfile copies `.npmrc` too, as real ones do: a root file every context holds.
+    for s in ["a", "b", "c"] {
+        let df = format!("services/{s}/Dockerfile");
+        fx.write(
+            &df,
+            &fx.read(&df).replace(
+                "COPY package.json pnpm-workspace.yaml ./",
+                "COPY package.json pnpm-workspace.yaml .npmrc ./",
+            ),
+        );
+    }
+    fx
 }
 
 fn plain_save(fx: &Fixture, rel: &str, text: &str) {
@@ -614,14 +626,23 @@ fn workspace_changes_are_discovered_again() {
         .context
         .files;
     assert!(!b_files.iter().any(|f| f.path.ends_with("extra.ts")));
-    // The root `.dockerignore` is in every context: all three.
+    // The root `.dockerignore`: a pattern that leaves out nothing any context holds changes no
+    // key; one that leaves out a file every context holds rebuilds all three.
     let (mark, n) = (w.len(), b.count());
     fx.write(
         ".dockerignore",
         &format!("{}**/*.tmp\n", fx.read(".dockerignore")),
     );
     w.settles_on_cold_keys(fx.root(), mark);
-    assert_eq!(b.since(n), ["a", "b", "c"]);
+    assert_eq!(b.since(n), Vec::<String>::new());
+    // (b has an ignore file of its own since the step above: its context does not change.)
+    let (mark, n) = (w.len(), b.count());
+    fx.write(
+        ".dockerignore",
+        &format!("{}shared/src/index.ts\n", fx.read(".dockerignore")),
+    );
+    w.settles_on_cold_keys(fx.root(), mark);
+    assert_eq!(b.since(n), ["a", "c"]);
 
     // A Dockerfile edit rebuilds its image; a root file every context holds rebuilds all.
     let (mark, n) = (w.len(), b.count());
