@@ -11,7 +11,6 @@
 //! Without an engine and a registry, a digest is not known: the analysis then says so (the key is
 //! marked incomplete and the image is planned `build`), it never claims a digest it does not know.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -85,118 +84,29 @@ pub fn pinned_digest(reference: &str) -> Option<String> {
     .then(|| digest.to_string())
 }
 
-/// Checks an image reference against Docker's grammar closely enough that it can be put in a
-/// request path or an argument vector: `[host[:port]/]path[:tag][@algo:hex]`, no whitespace.
+/// Checks an image reference against the distribution spec's grammar (as the registry client
+/// parses it), so that it can be put in a request path or an argument vector.
 pub fn validate_reference(reference: &str) -> Result<(), String> {
-    if reference.is_empty() || reference.len() > 512 {
-        return Err(format!("`{reference}` is not an image reference"));
-    }
-    if let Some(c) = reference
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@')))
-    {
-        return Err(format!(
-            "`{reference}` is not an image reference: `{}` is not allowed in one",
-            c.escape_default()
-        ));
-    }
-    let (name, _) = reference.split_once('@').unwrap_or((reference, ""));
-    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return Err(format!("`{reference}` is not an image reference"));
-    }
-    Ok(())
-}
-
-/// A reference split for the registry API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    /// The API host (`registry-1.docker.io` for Docker Hub).
-    pub host: String,
-    /// The repository, e.g. `library/node`.
-    pub repository: String,
-    /// The tag or digest.
-    pub reference: String,
-}
-
-/// Splits a reference as Docker does: the first component is a registry host when it has a `.`
-/// or a `:`, or is `localhost`; else Docker Hub, where one-component names are in `library/`.
-pub fn parse_reference(reference: &str) -> Reference {
-    let (name, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let (name, tag) = match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => (&name[..i], Some(&name[i + 1..])),
-        _ => (name, None),
-    };
-    let (host, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), rest.to_string())
-        }
-        _ => ("docker.io".to_string(), name.to_string()),
-    };
-    let (host, path) = if matches!(host.as_str(), "docker.io" | "index.docker.io") {
-        let path = if path.contains('/') {
-            path
-        } else {
-            format!("library/{path}")
-        };
-        ("registry-1.docker.io".to_string(), path)
-    } else {
-        (host, path)
-    };
-    Reference {
-        host,
-        repository: path,
-        reference: digest
-            .map(str::to_string)
-            .or_else(|| tag.map(str::to_string))
-            .unwrap_or_else(|| "latest".to_string()),
-    }
+    cache::registry::ImageRef::parse(reference)
+        .map(|_| ())
+        .map_err(|why| {
+            format!(
+                "`{}` is not an image reference: {why}",
+                reference.escape_debug()
+            )
+        })
 }
 
 /// Normalises a platform as Docker does (`linux/x86_64` -> `linux/amd64`, `linux/arm64/v8` ->
-/// `linux/arm64`, `linux/arm` -> `linux/arm/v7`).
+/// `linux/arm64`, `linux/arm` -> `linux/arm/v7`; `arm64` alone is `linux/arm64`).
 pub fn normalize_platform(platform: &str) -> Result<String, String> {
-    let lower = platform.trim().to_ascii_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    let bad = || {
-        format!(
-            "`{platform}` is not a platform\n  hint: write it as `os/arch[/variant]`, e.g. `linux/amd64` or `linux/arm64`"
-        )
-    };
-    if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
-        return Err(bad());
-    }
-    if !parts
-        .iter()
-        .all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
-        return Err(bad());
-    }
-    let os = parts[0];
-    let (arch, mut variant) = match parts[1] {
-        "x86_64" | "x86-64" => ("amd64", None),
-        "aarch64" => ("arm64", None),
-        "armhf" => ("arm", Some("v7")),
-        "armel" => ("arm", Some("v6")),
-        "i386" | "i686" => ("386", None),
-        a => (a, None),
-    };
-    if let Some(v) = parts.get(2) {
-        variant = Some(v);
-    }
-    let variant = match (arch, variant) {
-        ("arm64", Some("v8")) => None,
-        ("arm", None) => Some("v7"),
-        (_, v) => v,
-    };
-    Ok(match variant {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    })
+    cache::registry::Platform::parse(platform)
+        .map(|p| p.to_string())
+        .map_err(|e| {
+            format!(
+                "{e}\n  hint: write it as `os/arch[/variant]`, e.g. `linux/amd64` or `linux/arm64`"
+            )
+        })
 }
 
 /// Whether an image's `Os`/`Architecture`/`Variant` (as the engine or a registry names them) is
@@ -341,78 +251,18 @@ fn local_image(reference: &str) -> Option<Result<(String, String, String, String
 
 /// The config digest of `reference` for `platform`, from its registry.
 fn registry_digest(reference: &str, platform: &str) -> Lookup {
-    let r = parse_reference(reference);
-    let (namespace, image) = match r.repository.rsplit_once('/') {
-        Some((ns, img)) => (ns.to_string(), img.to_string()),
-        None => (String::new(), r.repository.clone()),
+    let p = match cache::registry::Platform::parse(platform) {
+        Ok(p) => p,
+        Err(e) => return Lookup::NotFound(e),
     };
-    let spec = if namespace.is_empty() {
-        r.host.clone()
-    } else {
-        format!("{}/{namespace}", r.host)
-    };
-    let registry = match cache::registry::Registry::parse(&spec) {
-        Ok(reg) => reg,
-        Err(e) => return Lookup::NotFound(e.to_string()),
-    };
-    let unavailable = |e: cache::registry::RegistryError| Lookup::Unavailable(e.to_string());
-    let manifest = match registry.get_manifest(&image, &r.reference) {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return Lookup::NotFound(format!(
-                "`{reference}` is neither in the engine nor in its registry `{}`",
-                r.host
-            ))
-        }
-        Err(e) => return unavailable(e),
-    };
-    let v: serde_json::Value = match serde_json::from_slice(&manifest.bytes) {
-        Ok(v) => v,
-        Err(e) => return Lookup::Unavailable(format!("unreadable manifest of `{reference}`: {e}")),
-    };
-    let manifest = if let Some(list) = v["manifests"].as_array() {
-        let found = list.iter().find(|m| {
-            let p = &m["platform"];
-            platform_matches(
-                platform,
-                p["os"].as_str().unwrap_or(""),
-                p["architecture"].as_str().unwrap_or(""),
-                p["variant"].as_str().unwrap_or(""),
-            )
-        });
-        let Some(digest) = found.and_then(|m| m["digest"].as_str()) else {
-            return Lookup::NotFound(format!("`{reference}` has no image for {platform}"));
-        };
-        match registry.get_manifest(&image, digest) {
-            Ok(Some(m)) => match serde_json::from_slice::<serde_json::Value>(&m.bytes) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Lookup::Unavailable(format!(
-                        "unreadable manifest of `{reference}`: {e}"
-                    ))
-                }
-            },
-            Ok(None) => {
-                return Lookup::NotFound(format!("`{reference}`: manifest {digest} is missing"))
-            }
-            Err(e) => return unavailable(e),
-        }
-    } else {
-        // One image (no index): its platform is in its config, which this does not fetch; the
-        // build fails as docker's would if it is another platform's.
-        v
-    };
-    match manifest["config"]["digest"].as_str() {
-        Some(d) if d.starts_with("sha256:") => Lookup::Found(d.to_string()),
-        _ => Lookup::Unavailable(format!("the manifest of `{reference}` names no config")),
+    match cache::registry::Registry::resolve_config_digest(reference, &p) {
+        Ok(Some(d)) => Lookup::Found(d),
+        Ok(None) => Lookup::NotFound(format!(
+            "`{reference}` is neither in the engine nor in its registry"
+        )),
+        Err(cache::registry::RegistryError::Invalid { reason, .. }) => Lookup::NotFound(reason),
+        Err(e) => Lookup::Unavailable(e.to_string().lines().next().unwrap_or("").to_string()),
     }
-}
-
-/// Whether a path is a Docker socket that answers (for tests and diagnostics).
-pub fn engine_reachable() -> bool {
-    crate::execute::docker::engine_socket()
-        .as_deref()
-        .is_some_and(|s: &Path| crate::execute::docker::api_get(s, "/_ping").is_some())
 }
 
 #[cfg(test)]
@@ -420,27 +270,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references_split_as_docker_does() {
-        let r = parse_reference("node:18-alpine");
-        assert_eq!(r.host, "registry-1.docker.io");
-        assert_eq!(r.repository, "library/node");
-        assert_eq!(r.reference, "18-alpine");
-        let r = parse_reference("127.0.0.1:5000/team/base:1");
-        assert_eq!(
-            (r.host.as_str(), r.repository.as_str(), r.reference.as_str()),
-            ("127.0.0.1:5000", "team/base", "1")
-        );
-        let r = parse_reference("bitnami/redis");
-        assert_eq!(
-            (r.repository.as_str(), r.reference.as_str()),
-            ("bitnami/redis", "latest")
-        );
+    fn pinned_references_need_no_lookup() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let r = parse_reference(&format!("localhost/x:1@{d}"));
-        assert_eq!((r.host.as_str(), r.repository.as_str()), ("localhost", "x"));
-        assert_eq!(r.reference, d);
-        assert_eq!(pinned_digest(&format!("x@{d}")), Some(d));
+        assert_eq!(pinned_digest(&format!("x@{d}")), Some(d.clone()));
         assert_eq!(pinned_digest("x@sha256:abc"), None);
+        assert_eq!(
+            OfflineResolver.digest(&format!("localhost/x:1@{d}"), "linux/amd64"),
+            Lookup::Found(d)
+        );
     }
 
     #[test]
@@ -457,8 +294,9 @@ mod tests {
             normalize_platform("linux/arm").as_deref(),
             Ok("linux/arm/v7")
         );
-        assert!(normalize_platform("amd64").is_err());
+        assert_eq!(normalize_platform("amd64").as_deref(), Ok("linux/amd64"));
         assert!(normalize_platform("linux/amd64/../x").is_err());
+        assert!(normalize_platform("linux amd64").is_err());
     }
 
     #[test]
@@ -466,7 +304,8 @@ mod tests {
         for bad in ["node 18", "a\r\nHost: x", "", "/x", "x//y", "x?y", "x%2f"] {
             assert!(validate_reference(bad).is_err(), "{bad:?}");
         }
-        for ok in ["node:18-alpine", "127.0.0.1:5000/a/b:1", "x@sha256:00"] {
+        let pinned = format!("x@sha256:{}", "0".repeat(64));
+        for ok in ["node:18-alpine", "127.0.0.1:5000/a/b:1", pinned.as_str()] {
             assert!(validate_reference(ok).is_ok(), "{ok}");
         }
     }

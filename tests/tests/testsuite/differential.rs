@@ -586,3 +586,131 @@ fn engine_images_equal_docker_builds_and_keys_move_exactly_with_what_docker_copi
     assert!(built >= 20, "only {built} images compared");
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+/// Mutation on the example: appending a byte to each file of its checkout changes exactly the
+/// keys of the services whose build Docker gives that file, and no other. The oracle is Docker's
+/// own context transfer: for each service, a probe image `FROM scratch` with its Dockerfile's
+/// `COPY`/`ADD` sources (not `--from`), each into a directory of its own, built by `docker build`
+/// from the whole checkout, holds exactly the files Docker sends for them.
+#[test]
+fn on_the_example_a_byte_appended_changes_exactly_the_keys_of_the_builds_that_copy_it() {
+    tests::require_docker();
+    let _guard = tests::docker_lock();
+    let ex = tests::copy_example();
+    let root = ex.root();
+    // Distinct contents (some files of the example are identical): file i gets i+1 newlines.
+    for (i, (rel, bytes)) in checkout_files(root).iter().enumerate() {
+        let mut b = bytes.clone();
+        b.extend(std::iter::repeat_n(b'\n', i + 1));
+        std::fs::write(root.join(rel), b).expect("write");
+    }
+    let files = checkout_files(root);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut trees: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut probes = Vec::new();
+    let services: Vec<String> = std::fs::read_dir(root.join("services"))
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Dockerfile").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(services.len(), 4, "{services:?}");
+    for s in &services {
+        let text =
+            std::fs::read_to_string(root.join(format!("services/{s}/Dockerfile"))).expect("read");
+        let mut probe = String::from("FROM scratch\n");
+        for (i, line) in text.lines().map(str::trim).enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let copy = words
+                .first()
+                .is_some_and(|w| w.eq_ignore_ascii_case("COPY") || w.eq_ignore_ascii_case("ADD"));
+            if !copy || words.iter().any(|w| w.starts_with("--from")) {
+                continue;
+            }
+            let sources: Vec<&str> = words[1..words.len() - 1]
+                .iter()
+                .filter(|w| !w.starts_with("--"))
+                .copied()
+                .collect();
+            probe.push_str(&format!("COPY {} /p{i}/\n", sources.join(" ")));
+        }
+        let df = scratch.path().join(format!("{s}.Dockerfile"));
+        std::fs::write(&df, probe).expect("write");
+        let iid = scratch.path().join(format!("{s}.iid"));
+        let out = docker_out(&[
+            "build",
+            "-q",
+            "-f",
+            &df.to_string_lossy(),
+            "--iidfile",
+            &iid.to_string_lossy(),
+            &root.to_string_lossy(),
+        ]);
+        assert!(
+            out.status.success(),
+            "probe of {s}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = std::fs::read_to_string(&iid)
+            .expect("iid")
+            .trim()
+            .to_string();
+        let tree = image_tree(&id);
+        trees.insert(
+            s.clone(),
+            tree.values()
+                .filter(|e| e.kind == 'f')
+                .map(|e| e.digest.clone())
+                .collect(),
+        );
+        probes.push(id);
+    }
+    let cache = tempfile::tempdir().expect("tempdir");
+    let before = keys_of(root, cache.path());
+    let mut problems = Vec::new();
+    let mut copied = 0;
+    for (rel, bytes) in &files {
+        // The context holds the lockfile's pruning to its packages (DESIGN.md principle 2), not
+        // the file: a byte that changes no entry it keeps changes no key (lockfile tests).
+        if rel == "pnpm-lock.yaml" {
+            continue;
+        }
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let mut want: BTreeSet<String> = trees
+            .iter()
+            .filter(|(_, t)| t.contains(&digest))
+            .map(|(s, _)| s.clone())
+            .collect();
+        copied += usize::from(!want.is_empty());
+        if let Some(s) = rel
+            .strip_prefix("services/")
+            .and_then(|r| r.strip_suffix("/Dockerfile"))
+        {
+            want.insert(s.to_string());
+        }
+        let p = root.join(rel);
+        let mut more = bytes.clone();
+        more.push(b'\n');
+        std::fs::write(&p, &more).expect("write");
+        let after = keys_of(root, cache.path());
+        std::fs::write(&p, bytes).expect("restore");
+        let got: BTreeSet<String> = after
+            .iter()
+            .filter(|(s, k)| before.get(*s) != Some(*k))
+            .map(|(s, _)| s.clone())
+            .collect();
+        if got != want {
+            problems.push(format!(
+                "a byte appended to {rel:?} changed the keys of {got:?}; docker copies it for {want:?}"
+            ));
+        }
+    }
+    for id in &probes {
+        let _ = docker_out(&["rmi", "-f", id]);
+    }
+    assert!(
+        copied >= 20,
+        "only {copied} files are copied by some service"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -173,7 +173,7 @@ fn another_platform_changes_the_key() {
     p.write("images.toml", "[images]\nplatform = \"linux/aarch64\"\n");
     assert_eq!(keys(p.root()), arm);
     // An invalid one fails the services, saying how to write it.
-    p.write("images.toml", "[images]\nplatform = \"arm64\"\n");
+    p.write("images.toml", "[images]\nplatform = \"linux/arm64/v8/x\"\n");
     let e = analyze_error(p.root());
     assert!(e.contains("os/arch"), "{e}");
 }
