@@ -321,16 +321,23 @@ pub fn list(
     for input in inputs {
         let s = input.service;
         let svc = &ws.services[s];
+        // `<Dockerfile>.dockerignore`, else the root's `.dockerignore` (read through symlinks
+        // that stay in the root, as Docker reads it).
         let specific = format!("{}.dockerignore", svc.dockerfile);
-        let is_file = |rel: &str| {
-            root.lstat(rel).is_ok_and(|st| {
-                rustix::fs::FileType::from_raw_mode(st.st_mode as _)
-                    == rustix::fs::FileType::RegularFile
-            })
+        let exists = |rel: &str| {
+            let empty = DockerIgnore::empty();
+            let rules = Rules {
+                ignore: &empty,
+                hidden: &[],
+            };
+            matches!(
+                resolve::resolve(root, rel, rules, &mut Vec::new()),
+                Ok((_, resolve::Kind::File)) | Err(SelectError::Outside { .. })
+            )
         };
-        let ignore_file = if is_file(&specific) {
+        let ignore_file = if exists(&specific) {
             Some(specific)
-        } else if is_file(".dockerignore") {
+        } else if exists(".dockerignore") {
             Some(".dockerignore".to_string())
         } else {
             None
@@ -340,8 +347,8 @@ pub fn list(
             .or_insert_with(|| match &ignore_file {
                 Some(f) => {
                     let p = root.path().join(f);
-                    root.read(f)
-                        .map_err(|e| Error::io("read", &p, e).to_string())
+                    read_beneath(root, f)
+                        .map_err(|e| e.to_string())
                         .and_then(|b| {
                             DockerIgnore::parse(&p, &String::from_utf8_lossy(&b))
                                 .map_err(|e| e.to_string())

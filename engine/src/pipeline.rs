@@ -564,6 +564,19 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
                 }
                 continue;
             }
+            if img.reference.contains('$') {
+                // `FROM node:$TARGETARCH` with the platform not known.
+                unresolved.push(format!(
+                    "base image {}: not known until the platform is",
+                    img.reference
+                ));
+                base_images.push(BaseImage {
+                    reference: img.reference.clone(),
+                    platform: img.platform.clone(),
+                    digest: None,
+                });
+                continue;
+            }
             if let Err(e) = crate::base::validate_reference(&img.reference) {
                 failure = Some(Error::Dockerfile {
                     path: ws.root.join(&svc.dockerfile),

@@ -13,8 +13,10 @@ use clap::{Parser, Subcommand};
 /// Build the Docker images of a pnpm monorepo, rebuilding only what changed.
 ///
 /// Each service (a workspace package with a Dockerfile) gets one image. The engine assembles each
-/// image's build context itself (the service, its workspace dependencies, the root files and the
-/// lockfile pruned to them), hashes it into a key, and builds only images whose key is not cached.
+/// image's build context itself (exactly what Docker would send for the paths its Dockerfile
+/// copies, the lockfile pruned to the packages it holds), hashes it into a key with the base
+/// images' digests, the platform and the build arguments, and builds only images whose key is
+/// not cached.
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
