@@ -256,14 +256,15 @@ fn fixture() -> Fixture {
         .file("services/a/src/lib/deep.ts", "export const deep = 1;\n")
         .file(".npmrc", "auto-install-peers=true\n")
         .build();
-    // Each Dockerfile copies `.npmrc` too, as real ones do: a root file every context holds.
+    // Each Dockerfile copies `.npmrc` too, as real ones do: a root file every context holds
+    // (through a pattern, Docker's idiom for a file that may be missing: edits may remove it).
     for s in ["a", "b", "c"] {
         let df = format!("services/{s}/Dockerfile");
         fx.write(
             &df,
             &fx.read(&df).replace(
                 "COPY package.json pnpm-workspace.yaml ./",
-                "COPY package.json pnpm-workspace.yaml .npmrc ./",
+                "COPY package.json pnpm-workspace.yaml .npmr[c] ./",
             ),
         );
     }
