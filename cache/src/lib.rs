@@ -6,6 +6,7 @@
 //!   bytes and verified on every read; a record per image key; the key last built per service;
 //!   corrupt entries moved aside (never deleted silently).
 //! - [`registry`]: an OCI registry client (the registry tier speaks through it).
+//! - [`cosign`]: cosign-compatible key-pair signatures of registry images (sign, verify, keys).
 //!
 //! Every write is atomic and idempotent, so concurrent processes (a `watch` and an `images`)
 //! share one store safely; an interrupted write leaves only a temp file, which `gc` removes.
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub mod atomic;
+pub mod cosign;
 pub mod layout;
 pub mod registry;
 
