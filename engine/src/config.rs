@@ -20,6 +20,31 @@ pub struct Config {
     /// Per-service settings, keyed by service name (the package's directory name).
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Whose signatures make a registry entry trusted.
+    #[serde(default)]
+    pub trust: TrustConfig,
+    /// The secret guard of build contexts.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// `[trust]`: the public keys (cosign's `PUBLIC KEY` PEM files, relative to the root) whose
+/// signatures make a registry cache entry trusted. Empty: entries are trusted by label only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustConfig {
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// `[secrets]`: files that look like credentials but may enter build contexts (test fixtures,
+/// example keys), as paths or globs relative to the root (`services/x/test/fake.key`,
+/// `services/*/fixtures/**`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecretsConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// Settings for every image.
@@ -138,6 +163,22 @@ impl Config {
         })
     }
 
+    /// The trusted public keys of `[trust] keys`, read from their files (relative to `root`).
+    pub fn trusted_keys(&self, root: &Path) -> Result<Vec<cache::cosign::TrustedKey>> {
+        self.trust
+            .keys
+            .iter()
+            .map(|name| {
+                cache::cosign::TrustedKey::from_file(&root.join(name), name).map_err(|e| {
+                    Error::Config {
+                        path: root.join(CONFIG_FILE),
+                        message: format!("[trust] keys: {e}"),
+                    }
+                })
+            })
+            .collect()
+    }
+
     pub fn service(&self, name: &str) -> ServiceConfig {
         self.services.get(name).cloned().unwrap_or_default()
     }
@@ -177,6 +218,38 @@ mod tests {
         let args = c.build_args("api");
         assert_eq!(args.get("A").map(String::as_str), Some("1"));
         assert_eq!(args.get("B").map(String::as_str), Some("3"));
+    }
+
+    #[test]
+    fn trusted_keys_are_read_relative_to_the_root_and_named_as_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = cache::cosign::SigningKey::generate().expect("key");
+        std::fs::create_dir(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(dir.path().join("keys/ci.pub"), key.public_key().to_pem()).expect("write");
+        let c = Config::parse(
+            Path::new("images.toml"),
+            "[trust]\nkeys = [\"keys/ci.pub\"]\n\n[secrets]\nallow = [\"services/x/fake.key\"]\n",
+        )
+        .expect("parse");
+        assert_eq!(c.secrets.allow, ["services/x/fake.key"]);
+        let keys = c.trusted_keys(dir.path()).expect("keys");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].name, "keys/ci.pub");
+        assert_eq!(keys[0], key.public_key());
+        let c = Config::parse(
+            Path::new("images.toml"),
+            "[trust]\nkeys = [\"keys/gone.pub\"]\n",
+        )
+        .expect("parse");
+        let e = c.trusted_keys(dir.path()).expect_err("missing").to_string();
+        assert!(
+            e.contains("images.toml") && e.contains("key `keys/gone.pub`: cannot be read"),
+            "{e}"
+        );
+        assert!(Config::default()
+            .trusted_keys(dir.path())
+            .expect("none")
+            .is_empty());
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum Command {
     Verify(cmd::verify::Args),
     /// Measure the engine against the machine's floor and the alternatives
     Bench(cmd::bench::Args),
+    /// Make a signing key pair in cosign's format (PREFIX.key encrypted with COSIGN_PASSWORD, PREFIX.pub)
+    Keygen(cmd::keygen::Args),
 }
 
 fn main() {
@@ -92,6 +94,7 @@ fn main() {
         Command::Affected(args) => args.run(&cli.global),
         Command::Verify(args) => args.run(&cli.global),
         Command::Bench(args) => args.run(&cli.global),
+        Command::Keygen(args) => args.run(&cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),

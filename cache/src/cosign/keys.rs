@@ -81,9 +81,14 @@ impl SigningKey {
     /// `IMAGES_SIGNING_KEY_FILE` (a path), decrypted with `COSIGN_PASSWORD` when encrypted.
     /// `None` when neither is set.
     pub fn from_env() -> Result<Option<SigningKey>, Error> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
-        let password = std::env::var(PASSWORD_VAR).ok();
-        let password = password.as_deref().map(str::as_bytes);
+        SigningKey::from_vars(|n| std::env::var(n).ok())
+    }
+
+    /// [`SigningKey::from_env`] with the variables `get` gives.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<SigningKey>, Error> {
+        let var = |n: &str| get(n).filter(|v| !v.trim().is_empty());
+        let password = get(PASSWORD_VAR).map(Zeroizing::new);
+        let password = password.as_ref().map(|p| p.as_bytes());
         match (var(KEY_VAR), var(KEY_FILE_VAR)) {
             (Some(_), Some(_)) => Err(Error::Key {
                 origin: format!("{KEY_VAR} and {KEY_FILE_VAR}"),
@@ -93,6 +98,7 @@ impl SigningKey {
                 ),
             }),
             (Some(pem), None) => {
+                let pem = Zeroizing::new(pem);
                 if !pem.contains("-----BEGIN ") {
                     return Err(Error::Key {
                         origin: KEY_VAR.into(),
@@ -609,6 +615,60 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn the_key_comes_from_one_variable_or_a_file_with_cosigns_password_variable() {
+        let key = SigningKey::generate().expect("generate");
+        let pem = key.to_encrypted_pem(b"pw").expect("encrypt").to_string();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cosign.key");
+        std::fs::write(&file, &pem).expect("write");
+        let vars = |pairs: Vec<(&'static str, String)>| {
+            move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+        };
+        assert!(SigningKey::from_vars(vars(vec![])).expect("none").is_none());
+        let k = SigningKey::from_vars(vars(vec![
+            (KEY_VAR, pem.clone()),
+            (PASSWORD_VAR, "pw".into()),
+        ]))
+        .expect("var")
+        .expect("some");
+        assert_eq!(k.public_key(), key.public_key());
+        assert_eq!(k.source, "IMAGES_SIGNING_KEY");
+        let k = SigningKey::from_vars(vars(vec![
+            (KEY_FILE_VAR, file.display().to_string()),
+            (PASSWORD_VAR, "pw".into()),
+        ]))
+        .expect("file")
+        .expect("some");
+        assert_eq!(k.public_key(), key.public_key());
+        // The key's bytes never reach a message, nor its Debug form.
+        assert!(!format!("{k:?}").contains(&pem[40..80]));
+        let e = SigningKey::from_vars(vars(vec![
+            (KEY_VAR, pem.clone()),
+            (KEY_FILE_VAR, "x".into()),
+        ]))
+        .expect_err("both")
+        .to_string();
+        assert!(e.contains("both are set"), "{e}");
+        let e = SigningKey::from_vars(vars(vec![(KEY_VAR, file.display().to_string())]))
+            .expect_err("a path in the PEM variable")
+            .to_string();
+        assert!(
+            e.contains("to name a file, use IMAGES_SIGNING_KEY_FILE"),
+            "{e}"
+        );
+        assert!(!e.contains(&file.display().to_string()), "{e}");
+        let e = SigningKey::from_vars(vars(vec![(KEY_FILE_VAR, "/nonexistent/k".into())]))
+            .expect_err("missing file")
+            .to_string();
+        assert!(e.contains("key `/nonexistent/k`: cannot be read"), "{e}");
+        let e = SigningKey::from_vars(vars(vec![(KEY_VAR, pem.clone())]))
+            .expect_err("no password")
+            .to_string();
+        assert!(e.contains("set COSIGN_PASSWORD"), "{e}");
+        assert!(!e.contains(&pem[40..80]), "{e}");
     }
 
     #[test]

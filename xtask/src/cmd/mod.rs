@@ -7,5 +7,6 @@ pub mod dockerfiles;
 pub mod explain;
 pub mod graph;
 pub mod images;
+pub mod keygen;
 pub mod verify;
 pub mod watch;
