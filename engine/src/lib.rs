@@ -36,6 +36,7 @@
 //!   - `publish` (private): release tags, by manifest copy or push (where signing will go);
 //!   - [`tags`]: the key label, the key tag, the one tag pair.
 //! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
+//! - [`secrets`]: whether a file looks like a credential (verify's `no-secrets`, the context guard).
 //! - [`cachedir`]: `cache stats` and `cache gc` over every part of the cache directory, whose
 //!   layout one module names ([`cache::layout`]).
 //!
@@ -68,6 +69,7 @@ mod publish;
 pub mod record;
 pub mod resolve;
 pub mod run;
+pub mod secrets;
 pub mod sources;
 pub mod tags;
 mod tier;

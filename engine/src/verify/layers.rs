@@ -44,6 +44,9 @@ pub struct Entry {
     pub link: Option<String>,
     /// The bytes of the file, when the reader asked for them.
     pub content: Option<Arc<[u8]>>,
+    /// What kind of credential the file looks like ([`crate::secrets`]), judged as the layer
+    /// streamed past from its path and the head of its bytes.
+    pub secret: Option<crate::secrets::Kind>,
 }
 
 /// One layer: what it deletes from the layers below, and what it adds.
@@ -230,9 +233,13 @@ pub fn read_layer<R: Read>(reader: R, want: &Want) -> io::Result<Layer> {
                 .and_then(|t| by_path.get(&t).copied())
                 .and_then(|i| layer.entries.get(i))
             {
+                // The same bytes under another name: a secret by either name.
                 Some(t) => Entry {
                     path: path.clone(),
                     mode,
+                    secret: t
+                        .secret
+                        .or_else(|| crate::secrets::classify(&path, t.size, None)),
                     ..t.clone()
                 },
                 None => Entry {
@@ -242,6 +249,7 @@ pub fn read_layer<R: Read>(reader: R, want: &Want) -> io::Result<Layer> {
                     mode,
                     link: None,
                     content: None,
+                    secret: crate::secrets::classify(&path, 0, None),
                 },
             }
         } else {
@@ -262,6 +270,11 @@ pub fn read_layer<R: Read>(reader: R, want: &Want) -> io::Result<Layer> {
                 }
                 _ => None,
             };
+            let secret = if kind == Kind::File {
+                secret_of(&path, size, content.as_deref(), &mut entry)?
+            } else {
+                None
+            };
             Entry {
                 path: path.clone(),
                 kind,
@@ -269,12 +282,33 @@ pub fn read_layer<R: Read>(reader: R, want: &Want) -> io::Result<Layer> {
                 mode,
                 link: if kind == Kind::Symlink { link } else { None },
                 content,
+                secret,
             }
         };
         by_path.insert(path, layer.entries.len());
         layer.entries.push(e);
     }
     Ok(layer)
+}
+
+/// Judges a file as it streams past: from its path, and the head of its bytes when the path
+/// cannot decide (`content`, when kept whole, else read from the entry now).
+fn secret_of<R: Read>(
+    path: &str,
+    size: u64,
+    content: Option<&[u8]>,
+    entry: &mut R,
+) -> io::Result<Option<crate::secrets::Kind>> {
+    let Some(limit) = crate::secrets::need(path, size) else {
+        return Ok(crate::secrets::classify(path, size, None));
+    };
+    if let Some(c) = content {
+        let n = (limit as usize).min(c.len());
+        return Ok(crate::secrets::classify(path, size, Some(&c[..n])));
+    }
+    let mut head = Vec::with_capacity(limit.min(size) as usize);
+    entry.take(limit).read_to_end(&mut head)?;
+    Ok(crate::secrets::classify(path, size, Some(&head)))
 }
 
 #[derive(Deserialize)]
@@ -520,6 +554,46 @@ mod tests {
         assert!(fs.layers[0].entries.iter().any(|e| e.path == "/app/.env"));
         assert_eq!(fs.get("/app/b.txt").map(|n| n.layer), Some(1));
         assert_eq!(fs.content("/app/a.txt"), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn secrets_are_judged_as_the_layer_streams_even_when_no_content_is_kept() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n";
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, content) in [
+            ("root/deploy", key),
+            ("app/index.js", "x"),
+            ("root/.netrc", "m"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o600);
+            h.set_size(content.len() as u64);
+            b.append_data(&mut h, path, content.as_bytes())
+                .expect("file");
+        }
+        // A hard link gives the same bytes another name, whatever the name says.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        b.append_link(&mut h, "app/harmless", "root/deploy")
+            .expect("link");
+        let bytes = b.into_inner().expect("tar");
+        let layer = read_layer(&bytes[..], &|_, _| None).expect("layer");
+        let secret = |p: &str| {
+            layer
+                .entries
+                .iter()
+                .find(|e| e.path == p)
+                .and_then(|e| e.secret)
+        };
+        assert_eq!(secret("/root/deploy"), Some("an SSH private key"));
+        assert_eq!(secret("/app/harmless"), Some("an SSH private key"));
+        assert_eq!(secret("/root/.netrc"), Some("a .netrc file"));
+        assert_eq!(secret("/app/index.js"), None);
+        assert!(
+            layer.entries.iter().all(|e| e.content.is_none()),
+            "nothing kept"
+        );
     }
 
     #[test]

@@ -564,71 +564,8 @@ pub fn base_image(config: &ImageConfig, base: &BaseImage) -> Check {
     )
 }
 
-/// Why a file (with its content, when kept) is a secret, if it is one.
-pub fn secret_kind(path: &str, content: Option<&[u8]>) -> Option<&'static str> {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let lower = name.to_ascii_lowercase();
-    if lower == ".env" || lower.starts_with(".env.") {
-        let template = [".example", ".sample", ".template"]
-            .iter()
-            .any(|s| lower.ends_with(s));
-        return (!template).then_some("an environment file");
-    }
-    if ["id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"]
-        .iter()
-        .any(|k| lower.starts_with(k))
-        && !lower.ends_with(".pub")
-    {
-        return Some("an SSH private key");
-    }
-    if lower.ends_with(".pem") || lower.ends_with(".key") {
-        return match content {
-            Some(c) if !contains(c, b"PRIVATE KEY-----") => None,
-            Some(_) => Some("a private key"),
-            None => Some("a key file too large to read"),
-        };
-    }
-    if lower == ".npmrc" || (lower == "npmrc" && path.contains("/etc/")) {
-        let text = String::from_utf8_lossy(content?).into_owned();
-        return npmrc_has_token(&text).then_some("an .npmrc holding a registry token");
-    }
-    None
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// An `.npmrc` line sets `_authToken`, `_auth` or `_password` (globally or for a registry) to a
-/// value.
-pub fn npmrc_has_token(text: &str) -> bool {
-    text.lines().any(|l| {
-        let l = l.trim();
-        if l.starts_with('#') || l.starts_with(';') {
-            return false;
-        }
-        let Some((k, v)) = l.split_once('=') else {
-            return false;
-        };
-        let key = k.trim().rsplit(':').next().unwrap_or("");
-        matches!(key, "_authToken" | "_auth" | "_password") && !v.trim().is_empty()
-    })
-}
-
-/// Content the secrets rule needs to read: `.pem`/`.key` files (to tell a private key from a
-/// certificate) and `.npmrc` files.
-pub fn secret_wants_content(path: &str) -> Option<u64> {
-    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-    if name.ends_with(".pem") || name.ends_with(".key") {
-        Some(4 << 20)
-    } else if name == ".npmrc" || name == "npmrc" {
-        Some(1 << 20)
-    } else {
-        None
-    }
-}
-
-/// No secret in any layer: a file deleted by a later layer still ships in the layer that added it.
+/// No secret in any layer ([`crate::secrets`] judges each file as its layer is read): a file
+/// deleted by a later layer still ships in the layer that added it.
 pub fn no_secrets(fs: &ImageFs) -> Check {
     let n = fs.layers.len();
     let mut findings = Vec::new();
@@ -637,7 +574,7 @@ pub fn no_secrets(fs: &ImageFs) -> Check {
             if e.kind != Kind::File {
                 continue;
             }
-            let Some(kind) = secret_kind(&e.path, e.content.as_deref()) else {
+            let Some(kind) = e.secret else {
                 continue;
             };
             let still = fs.get(&e.path).is_some_and(|f| f.layer == i);
@@ -660,7 +597,7 @@ pub fn no_secrets(fs: &ImageFs) -> Check {
 }
 
 /// The files whose bytes the rules read, and how many bytes at most: `package.json` files under
-/// /app, `/etc/passwd`, and what [`secret_wants_content`] asks for.
+/// /app and `/etc/passwd` (the secrets rule judges files as they stream past, keeping nothing).
 pub fn wants_content(path: &str, _size: u64) -> Option<u64> {
     if path == "/etc/passwd" {
         return Some(1 << 20);
@@ -668,7 +605,7 @@ pub fn wants_content(path: &str, _size: u64) -> Option<u64> {
     if path.starts_with("/app/") && path.ends_with("/package.json") {
         return Some(1 << 20);
     }
-    secret_wants_content(path)
+    None
 }
 
 /// Megabytes (10^6 bytes, as `docker images` prints them).

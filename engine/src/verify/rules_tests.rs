@@ -24,6 +24,13 @@ fn layer(entries: &[(&str, &str)]) -> Layer {
         };
         let content = (kind == Kind::File && wants_content(&path, c.len() as u64).is_some())
             .then(|| Arc::<[u8]>::from(c.as_bytes()));
+        let secret = (kind == Kind::File)
+            .then(|| {
+                let head = crate::secrets::need(&path, c.len() as u64)
+                    .map(|n| &c.as_bytes()[..(n as usize).min(c.len())]);
+                crate::secrets::classify(&path, c.len() as u64, head)
+            })
+            .flatten();
         l.entries.push(Entry {
             path,
             kind,
@@ -31,6 +38,7 @@ fn layer(entries: &[(&str, &str)]) -> Layer {
             mode: 0o644,
             link,
             content,
+            secret,
         });
     }
     l
@@ -436,37 +444,31 @@ fn secrets_in_any_layer() {
 }
 
 #[test]
-fn what_counts_as_a_secret() {
-    assert_eq!(
-        secret_kind("/app/.env.production", None),
-        Some("an environment file")
-    );
-    assert_eq!(secret_kind("/app/.env.example", None), None);
-    assert_eq!(secret_kind("/home/x/.ssh/id_ed25519.pub", None), None);
-    assert_eq!(
-        secret_kind("/app/tls.pem", Some(b"-----BEGIN RSA PRIVATE KEY-----\n")),
-        Some("a private key")
-    );
-    assert_eq!(
-        secret_kind("/etc/ssl/cert.pem", Some(b"-----BEGIN CERTIFICATE-----\n")),
-        None
-    );
-    assert!(npmrc_has_token(
-        "//registry.npmjs.org/:_authToken=npm_abc\n"
-    ));
-    assert!(npmrc_has_token("_auth = dXNlcjpwYXNz\n"));
-    assert!(npmrc_has_token("//npm.example.com/:_password=c2VjcmV0\n"));
-    assert!(!npmrc_has_token(
-        "auto-install-peers=true\n# _authToken=x\n"
-    ));
-    assert!(!npmrc_has_token("//registry.npmjs.org/:_authToken=\n"));
-    let (fail, checks) = with(&[(
-        "/app/service/.npmrc",
-        "//registry.npmjs.org/:_authToken=npm_abc\n",
-    )]);
+fn the_secrets_rule_names_each_file_and_its_kind() {
+    // What counts as a secret is `crate::secrets`' to say (tested there); the rule reports each.
+    let (fail, checks) = with(&[
+        (
+            "/app/service/.npmrc",
+            "//registry.npmjs.org/:_authToken=npm_abc\n",
+        ),
+        ("/root/.netrc", "machine x password y\n"),
+        ("/app/service/certs/client.p12", "binary"),
+    ]);
     assert_eq!(fail, vec![Rule::NoSecrets]);
-    assert!(message(&checks, Rule::NoSecrets).contains("an .npmrc holding a registry token"));
-    let (fail, _) = with(&[("/app/service/.npmrc", "auto-install-peers=true\n")]);
+    let m = message(&checks, Rule::NoSecrets);
+    assert!(
+        m.contains("/app/service/.npmrc (an .npmrc holding a registry token)"),
+        "{m}"
+    );
+    assert!(m.contains("/root/.netrc (a .netrc file)"), "{m}");
+    assert!(
+        m.contains("/app/service/certs/client.p12 (a PKCS#12 key store)"),
+        "{m}"
+    );
+    let (fail, _) = with(&[
+        ("/app/service/.npmrc", "auto-install-peers=true\n"),
+        ("/app/service/.env.example", "X=\n"),
+    ]);
     assert_eq!(fail, vec![]);
 }
 
