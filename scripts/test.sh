@@ -4,7 +4,8 @@
 # On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), Podman
 # (Debian's package), a Docker engine with a node:18-alpine stand-in and a local registry
 # (scripts/docker-env.sh). Then it
-# builds `cargo xtask` as users run it and runs every test, end-to-end ones included, for real.
+# builds `cargo xtask` as users run it and the cosign oracle (tests/cosign-oracle), and runs every
+# test, end-to-end ones included, for real.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,6 +33,10 @@ export DOCKER DOCKER_BUILDKIT
 step "building cargo xtask (the optimized profile users run)"
 cargo build --profile xtask --package xtask
 export XTASK_BIN="$PWD/target/xtask/xtask"
+
+step "building the cosign oracle (sigstore-rs, tests/cosign-oracle) the signature tests compare against"
+cargo build --locked --manifest-path tests/cosign-oracle/Cargo.toml --target-dir target/cosign-oracle
+export COSIGN_ORACLE_BIN="$PWD/target/cosign-oracle/debug/cosign-oracle"
 
 step "running the tests"
 cargo test --workspace --no-fail-fast "$@"
