@@ -179,6 +179,14 @@ impl Config {
             .collect()
     }
 
+    /// The files `[secrets] allow` lets into build contexts.
+    pub fn secret_allow(&self, root: &Path) -> Result<crate::secrets::Allow> {
+        crate::secrets::Allow::new(&self.secrets.allow).map_err(|message| Error::Config {
+            path: root.join(CONFIG_FILE),
+            message,
+        })
+    }
+
     pub fn service(&self, name: &str) -> ServiceConfig {
         self.services.get(name).cloned().unwrap_or_default()
     }
@@ -250,6 +258,28 @@ mod tests {
             .trusted_keys(dir.path())
             .expect("none")
             .is_empty());
+    }
+
+    #[test]
+    fn the_secret_allow_list_is_checked_when_read() {
+        let c = Config::parse(
+            Path::new("images.toml"),
+            "[secrets]\nallow = [\"services/*/fixtures/**\"]\n",
+        )
+        .expect("parse");
+        let allow = c.secret_allow(Path::new("/repo")).expect("allow");
+        assert!(allow.allows("services/api/fixtures/fake.key"));
+        assert!(!allow.allows("services/api/fake.key"));
+        let c = Config::parse(Path::new("images.toml"), "[secrets]\nallow = [\"a/[b\"]\n")
+            .expect("parse");
+        let e = c
+            .secret_allow(Path::new("/repo"))
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            e.contains("/repo/images.toml") && e.contains("`a/[b`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub enum Error {
     #[error("invalid config `{}`: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
+    #[error("`{path}` looks like a credential ({kind}) and would enter the build context of `{service}`\n  hint: keep it out with a `.dockerignore` pattern, or, if it is meant to be there (a test fixture), list it in images.toml: `[secrets] allow = [\"{path}\"]`")]
+    SecretInContext {
+        /// Relative to the monorepo root.
+        path: String,
+        kind: &'static str,
+        service: String,
+    },
+
     #[error(transparent)]
     Cache(#[from] cache::Error),
 

@@ -271,6 +271,19 @@ fn pem_private_key(head: &[u8], with_body: bool) -> Option<Kind> {
     None
 }
 
+/// The refusal of a file of a build context that looks like a credential (`rel`: relative to
+/// the root), unless `allow` lets it in: the guard of contexts, one call per file.
+pub fn guard(allow: &Allow, service: &str, rel: &str, kind: Option<Kind>) -> crate::Result<()> {
+    match kind {
+        Some(kind) if !allow.allows(rel) => Err(crate::Error::SecretInContext {
+            path: rel.to_string(),
+            kind,
+            service: service.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The files `[secrets] allow` in `images.toml` lets into build contexts: paths or globs
 /// relative to the root (`*` stays within a directory, `**` crosses them).
 #[derive(Debug, Clone)]

@@ -155,3 +155,28 @@ fn the_allow_list_takes_paths_and_globs_relative_to_the_root() {
     let e = Allow::new(&["services/[x".to_string()]).expect_err("bad glob");
     assert!(e.contains("[secrets] allow: `services/[x`"), "{e}");
 }
+
+#[test]
+fn the_guard_names_the_file_and_both_ways_out() {
+    let allow = Allow::new(&["services/api/test/fake.key".to_string()]).expect("allow");
+    let e = guard(
+        &allow,
+        "api",
+        "services/api/id_rsa",
+        Some("an SSH private key"),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert_eq!(
+        e,
+        "`services/api/id_rsa` looks like a credential (an SSH private key) and would enter the build context of `api`\n  hint: keep it out with a `.dockerignore` pattern, or, if it is meant to be there (a test fixture), list it in images.toml: `[secrets] allow = [\"services/api/id_rsa\"]`"
+    );
+    assert!(guard(
+        &allow,
+        "api",
+        "services/api/test/fake.key",
+        Some("a private key")
+    )
+    .is_ok());
+    assert!(guard(&allow, "api", "services/api/index.ts", None).is_ok());
+}
