@@ -210,10 +210,163 @@ fn every_image_of_the_example_passes_and_is_verified_once_per_key() {
     );
 }
 
+/// Lets the planted credentials into the context of `dotenv` (the context guard's way out).
+const ALLOW_PLANTED: &str = "\n[secrets]\nallow = [\"services/dotenv/planted/**\"]\n";
+
+fn run(dir: &Path, program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} (Debian's openssh-client / openssl) could not run: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes real credentials of every kind the secrets rule knows into the `dotenv` service's
+/// `planted/` (copied to `/root/planted/` in its image), and look-alikes that are none. Returns
+/// (path in the image, kind) of each credential, and the look-alikes' paths.
+fn plant_secrets(fx: &tests::Fixture) -> (Vec<(String, &'static str)>, Vec<String>) {
+    let rel = "services/dotenv/planted";
+    let dir = fx.path(rel);
+    std::fs::create_dir_all(dir.join("tls")).expect("mkdir");
+    run(
+        &dir,
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "planted",
+            "-f",
+            "deploy_key",
+        ],
+    );
+    run(
+        &dir,
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "tls/server.key",
+        ],
+    );
+    run(
+        &dir,
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-key",
+            "tls/server.key",
+            "-subj",
+            "/CN=planted",
+            "-days",
+            "1",
+            "-out",
+            "tls/server.crt",
+        ],
+    );
+    run(
+        &dir,
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "tls/server.key",
+            "-in",
+            "tls/server.crt",
+            "-passout",
+            "pass:planted",
+            "-out",
+            "client.p12",
+        ],
+    );
+    let cosign = cache::cosign::SigningKey::generate().expect("key");
+    fx.write(
+        &format!("{rel}/signing/cosign.key"),
+        &cosign.to_encrypted_pem(b"planted").expect("pem"),
+    );
+    fx.write(
+        &format!("{rel}/signing/cosign.pub"),
+        &cosign.public_key().to_pem(),
+    );
+    fx.write(
+        &format!("{rel}/.netrc"),
+        "machine github.com login ci password ghp_planted\n",
+    );
+    fx.write(
+        &format!("{rel}/.aws/credentials"),
+        "[default]\naws_access_key_id = AKIAPLANTED\naws_secret_access_key = planted\n",
+    );
+    fx.write(
+        &format!("{rel}/.git-credentials"),
+        "https://ci:ghp_planted@github.com\n",
+    );
+    fx.write(
+        &format!("{rel}/.yarnrc.yml"),
+        "npmRegistryServer: \"https://npm.corp\"\nnpmAuthToken: npm_planted\n",
+    );
+    fx.write(
+        &format!("{rel}/.docker/config.json"),
+        r#"{"auths":{"ghcr.io":{"auth":"Y2k6cGxhbnRlZA=="}}}"#,
+    );
+    fx.write(&format!("{rel}/win.ppk"), "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: planted\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5AAAAIG5vdC1hLXJlYWwta2V5LWJ1dC10aGUtZm9ybWF0\ndA==\nPrivate-Lines: 1\nAAAAIG5vdC1hLXJlYWwta2V5LWJ1dC10aGUtZm9ybWF0LXNlY3JldA==\nPrivate-MAC: 00\n");
+    // Look-alikes.
+    fx.write(
+        &format!("{rel}/.npmrc"),
+        "//registry.npmjs.org/:_authToken=${NPM_TOKEN}\n",
+    );
+    fx.write(&format!("{rel}/.env.example"), "DB_PASSWORD=\n");
+    let at = |p: &str| format!("/root/planted/{p}");
+    let secrets = vec![
+        (at("deploy_key"), "an SSH private key"),
+        (at("tls/server.key"), "a private key"),
+        (at("client.p12"), "a PKCS#12 key store"),
+        (at("signing/cosign.key"), "a private key"),
+        (at(".netrc"), "a .netrc file"),
+        (at(".aws/credentials"), "AWS credentials"),
+        (at(".git-credentials"), "git credentials"),
+        (at(".yarnrc.yml"), "a .yarnrc.yml holding a registry token"),
+        (
+            at(".docker/config.json"),
+            "a docker config holding registry credentials",
+        ),
+        (at("win.ppk"), "a PuTTY private key"),
+    ];
+    let lookalikes = [
+        "deploy_key.pub",
+        "tls/server.crt",
+        "signing/cosign.pub",
+        ".npmrc",
+        ".env.example",
+        "README",
+    ]
+    .iter()
+    .map(|p| at(p))
+    .collect();
+    (secrets, lookalikes)
+}
+
 #[test]
 fn each_broken_image_fails_on_the_rule_it_breaks() {
     let _guard = tests::docker_lock();
     let repo = Repo::new(broken_fixture(), "vbad");
+    let (planted, lookalikes) = plant_secrets(&repo.fx);
+    repo.config(ALLOW_PLANTED);
 
     // Nothing built yet: the missing image is the failure.
     let (code, json) = repo.verify(&["good"]);
@@ -275,6 +428,35 @@ fn each_broken_image_fails_on_the_rule_it_breaks() {
             && m.contains("/app/service/.npmrc (an .npmrc holding a registry token)"),
         "{m}"
     );
+    // Every planted credential is found in the image's layer, by its kind, and nothing else:
+    // the message lists the first eight of the twelve findings.
+    assert!(m.ends_with("; and 4 more"), "{m}");
+    let docker = engine::execute::docker::Docker::detect().expect("docker");
+    let fs = engine::verify::layers::save(&docker.client, &ids["dotenv"], &|_, _| None)
+        .expect("read the layers of dotenv");
+    let found: BTreeMap<&str, &str> = fs
+        .layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .filter_map(|e| e.secret.map(|k| (e.path.as_str(), k)))
+        .collect();
+    for (path, kind) in &planted {
+        assert_eq!(found.get(path.as_str()), Some(kind), "{path}: {found:#?}");
+    }
+    for path in &lookalikes {
+        assert!(
+            fs.layers
+                .iter()
+                .flat_map(|l| &l.entries)
+                .any(|e| &e.path == path),
+            "{path} is in the image"
+        );
+        assert!(
+            !found.contains_key(path.as_str()),
+            "{path} is no secret: {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), planted.len() + 2, "{found:#?}");
     let m = message(&json, "dotenv-deleted", "no-secrets");
     assert!(
         m.contains("/app/service/.env.production (an environment file)")
@@ -317,7 +499,9 @@ fn each_broken_image_fails_on_the_rule_it_breaks() {
         .contains("/app/service holds `@vf/root-user`, not this service's package `@vf/good`"));
 
     // The size budget comes from images.toml, per service.
-    repo.config("\n[services.good]\nsize-budget-mb = 50\n");
+    repo.config(&format!(
+        "{ALLOW_PLANTED}\n[services.good]\nsize-budget-mb = 50\n"
+    ));
     let (code, json) = repo.verify(&["good"]);
     assert_eq!(code, 1);
     assert_eq!(failing(&json)["good"], vec!["size-budget"]);
