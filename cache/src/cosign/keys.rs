@@ -455,11 +455,11 @@ fn encrypt(plaintext: &[u8], password: &[u8]) -> Result<Vec<u8>, Error> {
     ring::rand::SecureRandom::fill(&rng, &mut salt)
         .and_then(|_| ring::rand::SecureRandom::fill(&rng, &mut nonce))
         .map_err(|_| Error::Random("a salt and a nonce".into()))?;
-    let key = scrypt_key(password, &salt, NEW_KEY_LOG_N, 8, 1).map_err(Error::Random)?;
+    let key = scrypt_key(password, &salt, NEW_KEY_LOG_N, 8, 1).map_err(Error::Crypto)?;
     let cipher = crypto_secretbox::XSalsa20Poly1305::new(key.as_ref().into());
     let ciphertext = cipher
         .encrypt(crypto_secretbox::Nonce::from_slice(&nonce), plaintext)
-        .map_err(|_| Error::Random("the encryption of the key".into()))?;
+        .map_err(|_| Error::Crypto("the key could not be encrypted".into()))?;
     let boxed = Boxed {
         kdf: Kdf {
             name: "scrypt".into(),
@@ -476,7 +476,7 @@ fn encrypt(plaintext: &[u8], password: &[u8]) -> Result<Vec<u8>, Error> {
         },
         ciphertext,
     };
-    serde_json::to_vec(&boxed).map_err(|e| Error::Random(format!("the key box: {e}")))
+    serde_json::to_vec(&boxed).map_err(|e| Error::Crypto(format!("the key box: {e}")))
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub enum Error {
     },
     #[error("the system's random source failed while making {0}")]
     Random(String),
+    #[error("{0}")]
+    Crypto(String),
     #[error("`{}` is not a sha256 manifest digest (`sha256:` and 64 lowercase hex digits)\n  hint: sign and verify an image by the digest of its manifest", reference::escape(.0))]
     Digest(String),
     #[error("the signature tag {tag} of {repository} holds {what}: refused to overwrite it\n  hint: look at it (`crane manifest` or `skopeo inspect --raw`) and delete the tag if it is garbage")]
