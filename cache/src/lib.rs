@@ -41,6 +41,24 @@ pub enum Error {
     InvalidKey(String),
 }
 
+impl Error {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. } => Some(path),
+            Error::InvalidKey(_) => None,
+        }
+    }
+
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Io { source, .. } => hint(source).strip_prefix("\n  hint: "),
+            Error::InvalidKey(_) => None,
+        }
+    }
+}
+
 fn hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::ENOSPC) => "\n  hint: the disk is full; free space or run `cargo xtask cache gc`",
