@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::{BuildError, BuildOutput, BuildRequest, Builder, Images, LocalImage, Verifier};
@@ -36,6 +36,71 @@ pub struct Docker {
     /// The engine is Podman (its Docker-compatible API): builds go through the API's classic
     /// build endpoint (Buildah behind it), as BuildKit's session protocol is not served there.
     pub podman: bool,
+    /// The buildx builder in use, asked once, at the first build (`Buildx` mode only).
+    builder: Arc<OnceLock<Option<BuildxBuilder>>>,
+    /// Told every command the client runs, before it runs.
+    trace: Tracer,
+}
+
+/// A buildx builder, as `docker buildx inspect` describes the one in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildxBuilder {
+    pub name: String,
+    /// `docker`, `docker-container`, `kubernetes`, `remote`, …
+    pub driver: String,
+}
+
+impl BuildxBuilder {
+    /// Reads the builder's name and driver from `docker buildx inspect` (its first lines:
+    /// `Name:` then `Driver:`; the nodes come after a blank line).
+    pub fn parse(inspect: &str) -> Option<BuildxBuilder> {
+        let head = inspect.split("\n\n").next().unwrap_or_default();
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        Some(BuildxBuilder {
+            name: field("Name:").unwrap_or_default(),
+            driver: field("Driver:")?,
+        })
+    }
+
+    /// Its results stay in its own store unless loaded: every driver but `docker` (which
+    /// builds inside the engine itself).
+    pub fn needs_load(&self) -> bool {
+        self.driver != "docker"
+    }
+}
+
+/// Told each command the client runs: its program and arguments.
+pub type TraceFn = Arc<dyn Fn(&[String]) + Send + Sync>;
+
+/// The function told each command the client runs, if any.
+#[derive(Clone, Default)]
+pub struct Tracer(Option<TraceFn>);
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Tracer(on)"
+        } else {
+            "Tracer(off)"
+        })
+    }
+}
+
+impl Tracer {
+    fn command(&self, cmd: &Command) {
+        if let Some(f) = &self.0 {
+            let argv: Vec<String> = std::iter::once(cmd.get_program())
+                .chain(cmd.get_args())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            f(&argv);
+        }
+    }
 }
 
 fn client_version(client: &Path) -> Option<String> {
@@ -82,6 +147,8 @@ fn probe(client: &Path) -> Option<Docker> {
             version: version.clone(),
             mode,
             podman: false,
+            builder: Arc::default(),
+            trace: Tracer::default(),
         });
     }
     let version = client_version(client)?;
@@ -116,6 +183,8 @@ fn probe(client: &Path) -> Option<Docker> {
         version,
         mode,
         podman: false,
+        builder: Arc::default(),
+        trace: Tracer::default(),
     })
 }
 
@@ -283,6 +352,73 @@ impl Docker {
         })
     }
 
+    /// Tells `f` every command the client runs from now on (`-vv` prints them).
+    pub fn set_trace(&mut self, f: TraceFn) {
+        self.trace = Tracer(Some(f));
+    }
+
+    /// Runs a command to its end, telling the tracer first.
+    pub(crate) fn output(&self, cmd: &mut Command) -> std::io::Result<std::process::Output> {
+        self.trace.command(cmd);
+        cmd.output()
+    }
+
+    /// The buildx builder builds go to, when the client builds with buildx (asked once).
+    pub fn buildx_builder(&self) -> Option<&BuildxBuilder> {
+        if self.mode != BuildMode::Buildx || self.podman {
+            return None;
+        }
+        self.builder
+            .get_or_init(|| {
+                let out = self.run_ok(&["buildx", "inspect"]).ok()?;
+                BuildxBuilder::parse(&out)
+            })
+            .as_ref()
+    }
+
+    /// The arguments of one build (after the client): `build`, or `buildx build --load` when the
+    /// builder in use keeps results in its own store, so that the image lands in the engine.
+    fn build_args(
+        &self,
+        builder: Option<&BuildxBuilder>,
+        req: &BuildRequest,
+        iid: &Path,
+    ) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        if builder.is_some_and(BuildxBuilder::needs_load) {
+            a.extend(["buildx".into(), "build".into(), "--load".into()]);
+        } else {
+            a.push("build".into());
+        }
+        if self.mode != BuildMode::Legacy {
+            a.push("--progress=plain".into());
+        }
+        a.push("-f".into());
+        a.push(req.dockerfile.clone().into());
+        a.push("--iidfile".into());
+        a.push(iid.into());
+        // No `-t`: the run tags the image once it is verified and recorded (and a context stream
+        // that failed half-way must not leave a key tag on a partial image).
+        for (k, v) in &req.labels {
+            a.push("--label".into());
+            a.push(format!("{k}={v}").into());
+        }
+        for (k, v) in &req.build_args {
+            a.push("--build-arg".into());
+            a.push(format!("{k}={v}").into());
+        }
+        if let Some(t) = &req.target {
+            a.push("--target".into());
+            a.push(t.into());
+        }
+        if let Some(p) = &req.platform {
+            a.push("--platform".into());
+            a.push(p.into());
+        }
+        a.push("-".into());
+        a
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new(&self.client);
         match self.mode {
@@ -321,9 +457,10 @@ impl Docker {
             }
         }
         let out = self
-            .cmd()
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output()
+            .output(
+                self.cmd()
+                    .args(["version", "--format", "{{.Server.Version}}"]),
+            )
             .map_err(|e| Error::io("run", &self.client, e))?;
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !v.is_empty() {
@@ -413,9 +550,7 @@ impl Docker {
     /// Runs a docker subcommand, returning its stdout; failures keep the command and stderr tail.
     fn run_ok(&self, args: &[&str]) -> Result<String> {
         let out = self
-            .cmd()
-            .args(args)
-            .output()
+            .output(self.cmd().args(args))
             .map_err(|e| Error::io("run", &self.client, e))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -445,9 +580,7 @@ impl Docker {
 
     fn tag_image(&self, image_id: &str, tag: &str) -> Result<()> {
         let out = self
-            .cmd()
-            .args(["tag", image_id, tag])
-            .output()
+            .output(self.cmd().args(["tag", image_id, tag]))
             .map_err(|e| Error::io("run", &self.client, e))?;
         if out.status.success() {
             Ok(())
@@ -506,27 +639,8 @@ impl Builder for Docker {
         ));
         let _ = std::fs::remove_file(&iid);
         let mut cmd = self.cmd();
-        cmd.arg("build");
-        if self.mode != BuildMode::Legacy {
-            cmd.arg("--progress=plain");
-        }
-        cmd.arg("-f").arg(&req.dockerfile);
-        cmd.arg("--iidfile").arg(&iid);
-        // No `-t`: the run tags the image once it is verified and recorded (and a context stream
-        // that failed half-way must not leave a key tag on a partial image).
-        for (k, v) in &req.labels {
-            cmd.arg("--label").arg(format!("{k}={v}"));
-        }
-        for (k, v) in &req.build_args {
-            cmd.arg("--build-arg").arg(format!("{k}={v}"));
-        }
-        if let Some(t) = &req.target {
-            cmd.arg("--target").arg(t);
-        }
-        if let Some(p) = &req.platform {
-            cmd.arg("--platform").arg(p);
-        }
-        cmd.arg("-");
+        cmd.args(self.build_args(self.buildx_builder(), req, &iid));
+        self.trace.command(&cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -728,6 +842,96 @@ mod tests {
         }
         let (api, cli) = last.expect("compared");
         assert_eq!(api, cli);
+    }
+
+    /// `docker buildx inspect` as buildx prints it, for the `docker` driver (current and older
+    /// buildx), `docker-container` and `remote` (transcribed from buildx's documented output:
+    /// no buildx plugin is installable on the machine that runs these tests).
+    const INSPECT_DOCKER: &str = include_str!("testdata/buildx-inspect-docker.txt");
+    const INSPECT_DOCKER_OLD: &str = include_str!("testdata/buildx-inspect-docker-old.txt");
+    const INSPECT_CONTAINER: &str = include_str!("testdata/buildx-inspect-docker-container.txt");
+    const INSPECT_REMOTE: &str = include_str!("testdata/buildx-inspect-remote.txt");
+
+    #[test]
+    fn the_builder_in_use_from_buildx_inspect() {
+        let parsed = |s: &str| BuildxBuilder::parse(s).expect("a builder");
+        let d = parsed(INSPECT_DOCKER);
+        assert_eq!((d.name.as_str(), d.driver.as_str()), ("default", "docker"));
+        assert!(!d.needs_load());
+        assert!(!parsed(INSPECT_DOCKER_OLD).needs_load());
+        let c = parsed(INSPECT_CONTAINER);
+        assert_eq!(
+            (c.name.as_str(), c.driver.as_str()),
+            ("builder", "docker-container")
+        );
+        assert!(c.needs_load());
+        // "Driver Options:" of a node is not the builder's driver.
+        assert!(!INSPECT_CONTAINER
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .contains("Options"));
+        assert_eq!(parsed(INSPECT_REMOTE).driver, "remote");
+        assert!(parsed(INSPECT_REMOTE).needs_load());
+        assert_eq!(BuildxBuilder::parse(""), None);
+        assert_eq!(BuildxBuilder::parse("error: no builder \"x\" found"), None);
+    }
+
+    #[test]
+    fn a_builder_with_its_own_store_loads_into_the_engine() {
+        let docker = Docker {
+            client: PathBuf::from("docker"),
+            version: "27.0.0".into(),
+            mode: BuildMode::Buildx,
+            podman: false,
+            builder: Arc::default(),
+            trace: Tracer::default(),
+        };
+        let req = BuildRequest {
+            service: "a".into(),
+            root: PathBuf::from("/m"),
+            context: crate::context::Context {
+                service: 0,
+                files: Vec::new(),
+                digest: crate::digest::ContextDigest::of_bytes(b""),
+                dockerignore: None,
+                dockerfile: Arc::new(
+                    crate::dockerfile::Dockerfile::parse(Path::new("Dockerfile"), "FROM scratch\n")
+                        .expect("a Dockerfile"),
+                ),
+                covers: Vec::new(),
+            },
+            dockerfile: "services/a/Dockerfile".into(),
+            labels: [("k".to_string(), "v".to_string())].into(),
+            build_args: Default::default(),
+            target: None,
+            platform: None,
+            work_dir: PathBuf::from("/w"),
+            cancel: Arc::default(),
+        };
+        let args = |inspect: &str| -> Vec<String> {
+            let b = BuildxBuilder::parse(inspect);
+            docker
+                .build_args(b.as_ref(), &req, Path::new("/w/a.iid"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let container = args(INSPECT_CONTAINER);
+        assert_eq!(
+            container[..4],
+            ["buildx", "build", "--load", "--progress=plain"]
+        );
+        assert_eq!(container.last().map(String::as_str), Some("-"));
+        assert!(container.windows(2).any(|w| w == ["--iidfile", "/w/a.iid"]));
+        assert_eq!(args(INSPECT_REMOTE)[..3], ["buildx", "build", "--load"]);
+        let own = args(INSPECT_DOCKER);
+        assert_eq!(own[..2], ["build", "--progress=plain"]);
+        assert!(!own.iter().any(|a| a == "--load"));
+        // No buildx at all (a 20.10 client with DOCKER_BUILDKIT=1): a plain `docker build`.
+        let plain = docker.build_args(None, &req, Path::new("/w/a.iid"));
+        assert_eq!(plain[0], "build");
+        assert!(!plain.iter().any(|a| a == "--load"));
     }
 
     #[test]

@@ -130,10 +130,12 @@ pub fn parse_inspect(json: &str) -> std::result::Result<ImageConfig, String> {
 
 /// `docker image inspect REF`: the image's config, or `None` when the engine has no such image.
 pub fn inspect(docker: &Docker, reference: &str) -> Result<Option<ImageConfig>> {
-    let out = Command::new(&docker.client)
-        .args(["image", "inspect", reference])
-        .stdin(Stdio::null())
-        .output()
+    let out = docker
+        .output(
+            Command::new(&docker.client)
+                .args(["image", "inspect", reference])
+                .stdin(Stdio::null()),
+        )
         .map_err(|e| Error::io("run", &docker.client, e))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
