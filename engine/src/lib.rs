@@ -43,13 +43,14 @@
 //! Drivers of the run besides a one-off `images`:
 //!
 //! - [`watch`]: on save, hands the images whose key moved to the same run (with supersede).
-//! - [`affected`]: the services a git diff touches.
+//! - [`affected`]: the services a git diff touches; [`ci`]: the base a CI names for it.
 //!
 //! The engine returns data; only `xtask` prints.
 
 pub mod affected;
 pub mod base;
 pub mod cachedir;
+pub mod ci;
 pub mod config;
 pub mod context;
 pub mod digest;

@@ -136,6 +136,8 @@ pub struct ImageReport {
     pub log: Option<PathBuf>,
     /// What the registry tiers and the release did (pulled, pushed, tagged).
     pub registry: Vec<String>,
+    /// Where it was pulled from, when a registry tier held its key.
+    pub pulled_from: Option<String>,
     /// Its verification against the architecture's rules.
     pub verify: Option<crate::verify::Report>,
     /// Recorded in the local tier by this run.
@@ -171,6 +173,7 @@ impl ImageReport {
             log_tail: None,
             log: None,
             registry: Vec::new(),
+            pulled_from: None,
             verify: None,
             recorded: false,
             superseded: false,

@@ -149,6 +149,7 @@ impl Runner<'_> {
         self.local.note(&pulled);
         r.image_id = Some(pulled.id.clone());
         r.registry.push(format!("pulled from {}", hit.location));
+        r.pulled_from = Some(hit.location.clone());
         if !self.verify(job, &pulled.id, r) {
             r.outcome = Outcome::Failed;
             r.error.get_or_insert_with(|| {
