@@ -569,3 +569,93 @@ pub fn materialize(root: &Path, a: &engine::pipeline::Analysis, service: &str, d
     archive.set_preserve_permissions(true);
     archive.unpack(dest).expect("unpack the context");
 }
+
+/// What a command wrote to a terminal, and how it ended.
+pub struct TtyOutput {
+    pub status: std::process::ExitStatus,
+    /// Everything written to the terminal (stderr), escape sequences included.
+    pub tty: String,
+    /// Its stdout (a pipe, so that a `--json` document stays apart).
+    pub stdout: Vec<u8>,
+}
+
+/// Runs `xtask --root root ARGS` with its stderr on a pseudo-terminal (120x40, `TERM=xterm`),
+/// as at a developer's terminal, and `env` set (colour variables are cleared first). The
+/// terminal is read until the command closes it.
+pub fn xtask_tty(root: &Path, args: &[&str], env: &[(&str, &str)]) -> TtyOutput {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .expect("set the terminal's size");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc_o_noctty())
+        .open(name.to_string_lossy().as_ref())
+        .expect("open the terminal");
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("--root").arg(root).args(args);
+    for k in [
+        "IMAGES_ROOT",
+        "IMAGES_CACHE_DIR",
+        "NO_COLOR",
+        "CLICOLOR",
+        "CLICOLOR_FORCE",
+        "IMAGES_PROGRESS",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("TERM", "xterm-256color");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(slave));
+    let mut child = cmd.spawn().expect("failed to run xtask");
+    // The parent's copy of the terminal's end goes with the command: reads end when the child's do.
+    drop(cmd);
+    let mut master = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        // Linux answers EIO once no process holds the terminal open.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout).expect("read stdout");
+    }
+    let status = child.wait().expect("wait for xtask");
+    let tty = reader.join().expect("terminal reader");
+    TtyOutput {
+        status,
+        tty: String::from_utf8_lossy(&tty).into_owned(),
+        stdout,
+    }
+}
+
+/// `O_NOCTTY`: opening the terminal does not make it the test process's controlling terminal.
+fn libc_o_noctty() -> i32 {
+    rustix::fs::OFlags::NOCTTY.bits() as i32
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command-line front of the engine. Parses flags and dispatches to one module
 //! per command; decisions live in `engine`, and only this crate prints.
 
+mod ci;
 mod cmd;
 mod output;
 mod report;
@@ -47,15 +48,40 @@ pub struct Global {
     /// The local cache directory [default: `<root>/.images-cache`]
     #[arg(long, global = true, env = "IMAGES_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Print one JSON document on stdout instead of text (`watch`: one JSON object per line)
+    /// Print one JSON document on stdout instead of text (`watch`: one JSON object per line);
+    /// a failure prints `{"schema":1,"error":{"message","file","line","hint",…}}` there
     #[arg(long, global = true)]
     pub json: bool,
     /// How many builds run at once [default: the number of CPUs]
     #[arg(short = 'j', long, global = true, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Say more: phase timings, hashing counters
+    /// Say more (repeatable): `-v` phase timings and the decisions (plan, waits, tiers),
+    /// `-vv` also every build's log and the Docker commands run
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say less: no progress, notes or summary, only warnings, errors and the result
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub quiet: bool,
+    /// How a run shows progress: `auto` (bars on a terminal, plain lines otherwise; none with
+    /// --json or -q), `tty` (bars), `plain` (lines), `json` (one JSON event per line on stderr)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "IMAGES_PROGRESS",
+        value_name = "MODE"
+    )]
+    pub progress: Option<report::Progress>,
+    /// When to colour: `auto` (a terminal, unless NO_COLOR is set; CLICOLOR_FORCE forces it),
+    /// `always`, `never`
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub color: output::ColorWhen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,10 +106,21 @@ pub enum Command {
     Bench(cmd::bench::Args),
     /// Make a signing key pair in cosign's format (PREFIX.key encrypted with COSIGN_PASSWORD, PREFIX.pub)
     Keygen(cmd::keygen::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(cmd::completions::Args),
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
+    output::configure(
+        cli.global.quiet,
+        cli.global.verbose,
+        cli.global.color,
+        cli.global.progress == Some(report::Progress::Json),
+    );
     let result = match cli.command {
         Command::Images(args) => args.run(&cli.global),
         Command::Graph(args) => args.run(&cli.global),
@@ -95,12 +132,48 @@ fn main() {
         Command::Verify(args) => args.run(&cli.global),
         Command::Bench(args) => args.run(&cli.global),
         Command::Keygen(args) => args.run(&cli.global),
+        Command::Completions(args) => args.run(&cli.global),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             output::error(&e);
+            if cli.global.json {
+                output::error_json(&e);
+            }
             std::process::exit(1);
         }
     }
+}
+
+/// A command line clap refused: its usage error (help and version print as usual), and under
+/// `--json` also the JSON error object on stdout.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let json = std::env::args_os().any(|a| a == "--json");
+    if json
+        && !matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        let text = e.render().to_string();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let message = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string();
+        let hint = lines
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("tip: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| "see `cargo xtask --help`".to_string());
+        let _ = output::json(&serde_json::json!({
+            "error": output::ErrorJson { message, file: None, line: None, column: None, hint: Some(hint), causes: Vec::new() }
+        }));
+    }
+    e.exit()
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::output::{note, warn};
+use crate::output::warn;
 use crate::Global;
 
 /// The monorepo root: `--root`, else the nearest ancestor of the current directory with
@@ -27,7 +27,7 @@ pub fn root(global: &Global) -> anyhow::Result<PathBuf> {
     if example.join(engine::workspace::WORKSPACE_FILE).is_file() {
         let example = example.canonicalize().unwrap_or(example);
         if !global.json {
-            note(&format!(
+            crate::output::note(&format!(
                 "no pnpm workspace above the current directory; using the bundled example `{}` (pass --root DIR for another)",
                 example.display()
             ));
@@ -49,17 +49,27 @@ pub fn options(global: &Global) -> anyhow::Result<engine::pipeline::Options> {
 }
 
 /// Runs the front of the pipeline, printing its warnings (and timings with `--verbose`).
-pub fn analyze(
-    global: &Global,
-    opts: &engine::pipeline::Options,
-) -> anyhow::Result<engine::pipeline::Analysis> {
+pub fn analyze(opts: &engine::pipeline::Options) -> anyhow::Result<engine::pipeline::Analysis> {
     let analysis = engine::pipeline::analyze(opts)?;
     for w in &analysis.warnings {
         warn(w);
     }
-    if global.verbose {
-        let t = &analysis.timings;
-        let s = &analysis.hash_stats;
+    let t = &analysis.timings;
+    let s = &analysis.hash_stats;
+    if crate::output::events() {
+        crate::output::event(
+            "analysis",
+            &serde_json::json!({
+                "discover_ms": t.discover.as_secs_f64() * 1e3,
+                "list_ms": t.list.as_secs_f64() * 1e3,
+                "hash_ms": t.hash.as_secs_f64() * 1e3,
+                "keys_ms": t.keys.as_secs_f64() * 1e3,
+                "files": s.files,
+                "files_read": s.hashed,
+                "bytes_read": s.bytes_read,
+            }),
+        );
+    } else if crate::output::verbose(1) {
         eprintln!(
             "discover {:.1?}, list {:.1?}, hash {:.1?} ({} files, {} read, {} bytes), keys {:.1?}",
             t.discover, t.list, t.hash, s.files, s.hashed, s.bytes_read, t.keys

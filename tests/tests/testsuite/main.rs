@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod cachedir;
 mod cli;
+mod conventions;
 mod deps;
 mod differential;
 mod discover;

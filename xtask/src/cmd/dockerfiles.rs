@@ -34,7 +34,7 @@ impl Args {
             } else {
                 cache::atomic::write(&abs, r.text.as_bytes())?;
                 if !global.json {
-                    eprintln!("   wrote {}", r.path);
+                    output::info(&format!("   wrote {}", r.path));
                 }
             }
         }
@@ -47,16 +47,16 @@ impl Args {
             }))?;
         } else {
             for f in &findings {
-                eprintln!("error: {f}");
+                output::error_line(&f.to_string());
             }
             if stale.is_empty() {
-                eprintln!("{} Dockerfiles up to date", rendered.len());
+                output::info(&format!("{} Dockerfiles up to date", rendered.len()));
             } else if self.check {
-                eprintln!(
-                    "error: {} Dockerfile(s) differ from the template: {}\n  hint: run `cargo xtask dockerfiles` to regenerate them",
+                output::error_line(&format!(
+                    "{} Dockerfile(s) differ from the template: {}\n  hint: run `cargo xtask dockerfiles` to regenerate them",
                     stale.len(),
                     stale.join(", ")
-                );
+                ));
             }
         }
         Ok(

@@ -44,7 +44,7 @@ impl Args {
     pub fn run(self, global: &Global) -> anyhow::Result<i32> {
         let mut opts = setup::options(global)?;
         opts.services = vec![self.service.clone()];
-        let analysis = setup::analyze(global, &opts)?;
+        let analysis = setup::analyze(&opts)?;
         let s = analysis.ws.service(&self.service)?;
         if let Some(f) = analysis.failure(s) {
             anyhow::bail!("{f}");

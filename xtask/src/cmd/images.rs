@@ -21,14 +21,16 @@ pub struct Args {
     /// Keep building the other images when one fails
     #[arg(long)]
     pub keep_going: bool,
-    /// Only the services a git diff touches (see `cargo xtask affected`); needs --base
-    #[arg(long, requires = "base")]
+    /// Only the services a git diff touches (see `cargo xtask affected`); the base is --base,
+    /// else the CI's (GitHub Actions, GitLab CI)
+    #[arg(long)]
     pub affected: bool,
     /// With --affected: the base revision (its merge base with the head is the start)
-    #[arg(long, value_name = "REF")]
+    /// [default: from the CI's variables]
+    #[arg(long, value_name = "REF", requires = "affected")]
     pub base: Option<String>,
     /// With --affected: the head revision [default: the working tree]
-    #[arg(long, value_name = "REF")]
+    #[arg(long, value_name = "REF", requires = "affected")]
     pub head: Option<String>,
     #[command(flatten)]
     pub run: RunFlags,
@@ -105,6 +107,9 @@ pub struct ImageJson {
     /// The verification of the image against the architecture's rules (see `cargo xtask verify`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<engine::verify::Report>,
+    /// The registry reference it was pulled from (a cache registry held its key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled_from: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -114,6 +119,11 @@ pub struct ImagesJson {
     /// that a build is recorded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_checked: Option<bool>,
+    /// With --affected: the base compared with, and where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_source: Option<String>,
 }
 
 pub fn parse_build_args(
@@ -137,11 +147,12 @@ impl Args {
         let mut opts = setup::options(global)?;
         opts.services = self.services.clone();
         opts.build_args = parse_build_args(&self.run.build_args)?;
+        let mut base = None;
         if self.affected {
-            let base = self.base.clone().unwrap_or_default();
+            let b = crate::ci::base(self.base.as_deref())?;
             let a = engine::affected::affected(&engine::affected::AffectedOptions {
                 root: opts.root.clone(),
-                base,
+                base: b.rev.clone(),
                 head: self.head.clone(),
                 fallback_all: false,
             })?;
@@ -151,18 +162,30 @@ impl Args {
             }
             if wanted.is_empty() {
                 if global.json {
-                    output::json(&ImagesJson::default())?;
+                    output::json(&ImagesJson {
+                        base: Some(b.rev),
+                        base_source: Some(b.source),
+                        ..ImagesJson::default()
+                    })?;
                 } else {
-                    eprintln!("no service is affected by the changes since {}", a.base);
+                    output::info(&format!(
+                        "no service is affected by the changes since {}",
+                        a.base
+                    ));
                 }
+                crate::ci::append_step_summary(&format!(
+                    "### cargo xtask images --affected: no service is affected by the changes since `{}`\n\n",
+                    crate::ci::md_cell(&a.base, 200)
+                ))?;
                 return Ok(0);
             }
             if !global.json {
-                eprintln!("affected: {}", wanted.join(", "));
+                output::info(&format!("affected: {}", wanted.join(", ")));
             }
             opts.services = wanted;
+            base = Some(b);
         }
-        let analysis = setup::analyze(global, &opts)?;
+        let analysis = setup::analyze(&opts)?;
         if analysis.ws.services.is_empty() {
             anyhow::bail!("{}", analysis.ws.why_no_services());
         }
@@ -172,9 +195,9 @@ impl Args {
             output::error(&anyhow::anyhow!("{f}"));
         }
         let code = if self.dry_run {
-            self.dry_run(global, &analysis)
+            self.dry_run(global, &analysis, base.as_ref())
         } else {
-            self.build(global, &analysis)
+            self.build(global, &analysis, base.as_ref())
         };
         let code = code.map(|c| {
             if analysis.failed.is_empty() {
@@ -203,6 +226,7 @@ impl Args {
         &self,
         global: &Global,
         analysis: &engine::pipeline::Analysis,
+        base: Option<&crate::ci::Base>,
     ) -> anyhow::Result<i32> {
         let docker = Docker::detect().and_then(|d| d.ping().map(|_| d));
         let images = docker
@@ -220,6 +244,7 @@ impl Args {
             ));
         }
         let plans = &dry.plans;
+        crate::ci::append_step_summary(&crate::ci::plan_summary(plans))?;
         if global.json {
             let images = plans
                 .iter()
@@ -229,6 +254,8 @@ impl Args {
             output::json(&ImagesJson {
                 images,
                 engine_checked: Some(dry.checked),
+                base: base.map(|b| b.rev.clone()),
+                base_source: base.map(|b| b.source.clone()),
             })?;
             std::mem::forget(dry);
             return Ok(0);
@@ -270,25 +297,49 @@ impl Args {
             .iter()
             .filter(|p| p.action == engine::plan::Action::Build)
             .count();
-        eprintln!(
+        output::info(&format!(
             "{} to build, {} cached ({} files, {} read)",
             n_build,
             plans.len() - n_build,
             analysis.hash_stats.files,
             analysis.hash_stats.hashed
-        );
+        ));
         std::mem::forget(dry);
         Ok(0)
     }
 
     /// The real run: one call to the engine, then the report.
-    fn build(&self, global: &Global, analysis: &engine::pipeline::Analysis) -> anyhow::Result<i32> {
-        let docker = Docker::detect()?;
+    fn build(
+        &self,
+        global: &Global,
+        analysis: &engine::pipeline::Analysis,
+        base: Option<&crate::ci::Base>,
+    ) -> anyhow::Result<i32> {
+        let mut docker = Docker::detect()?;
+        let opts = self.options(global);
+        let reporter = crate::report::Reporter::new(crate::report::show(global), opts.jobs);
+        if output::verbose(2) {
+            let r = reporter.clone();
+            docker.set_trace(std::sync::Arc::new(move |argv: &[String]| r.command(argv)));
+        }
         docker.ping()?;
         if let Some(w) = docker.legacy_warning() {
             output::warn(&w);
         }
-        let opts = self.options(global);
+        if output::verbose(1) {
+            if let Some(b) = docker.buildx_builder() {
+                output::info(&format!(
+                    "buildx builder `{}` (driver {}){}",
+                    b.name,
+                    b.driver,
+                    if b.needs_load() {
+                        ": builds run `docker buildx build --load`"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
         {
             let cancel = opts.cancel.clone();
             let _ = ctrlc::set_handler(move || {
@@ -296,10 +347,9 @@ impl Args {
                     // A second Ctrl-C: stop now; nothing unfinished was recorded.
                     std::process::exit(130);
                 }
-                eprintln!("\ninterrupted: stopping the builds (nothing unfinished is recorded)");
+                output::info("\ninterrupted: stopping the builds (nothing unfinished is recorded)");
             });
         }
-        let reporter = crate::report::Reporter::new(global.json, opts.jobs);
         let summary = engine::run::run(
             analysis,
             &opts,
@@ -308,9 +358,13 @@ impl Args {
         );
         reporter.finish();
         let summary = summary?;
-        for r in &summary.images {
-            print_failure(r);
+        if reporter.show() != crate::report::Show::Json {
+            // JSON events carry the failures in their `finished` events.
+            for r in &summary.images {
+                print_failure(r);
+            }
         }
+        crate::ci::append_step_summary(&crate::ci::run_summary(&summary, analysis))?;
         if global.json {
             output::json(&ImagesJson {
                 images: summary
@@ -320,25 +374,11 @@ impl Args {
                     .chain(failed_json(analysis))
                     .collect(),
                 engine_checked: None,
+                base: base.map(|b| b.rev.clone()),
+                base_source: base.map(|b| b.source.clone()),
             })?;
-        } else {
-            let c = summary.counts();
-            if c.verify_failed > 0 {
-                eprintln!(
-                    "error: {} image(s) break the architecture's rules (details: `cargo xtask verify`)",
-                    c.verify_failed
-                );
-            }
-            eprintln!(
-                "{} built, {} cached, {} failed, {} skipped in {} (about {} saved by the cache)",
-                c.built,
-                c.cached,
-                c.failed + analysis.failed.len(),
-                c.skipped,
-                crate::report::fmt_duration(summary.elapsed),
-                crate::report::fmt_duration(summary.saved),
-            );
         }
+        reporter.summary(&summary, analysis.failed.len());
         Ok(summary.exit_code())
     }
 }
@@ -348,22 +388,25 @@ impl Args {
 fn print_failure(r: &engine::run::ImageReport) {
     if let Some(v) = &r.verify {
         for c in v.failures() {
-            eprintln!(
-                "error: {} breaks the rule `{}`: {}",
+            output::error_line(&format!(
+                "{} breaks the rule `{}`: {}",
                 r.service, c.rule, c.message
-            );
+            ));
         }
     }
     match (&r.error, &r.log_tail) {
-        (Some(error), Some(tail)) => eprintln!(
-            "\nerror: building {} failed: {error}\n--- last lines of the log (whole log: {}) ---\n{tail}\n---",
-            r.service,
-            r.log
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "not saved".to_string()),
-        ),
-        (Some(error), None) if !r.verify_failed() => eprintln!("error: {error}"),
+        (Some(error), Some(tail)) => {
+            eprintln!();
+            output::error_line(&format!(
+                "building {} failed: {error}\n--- last lines of the log (whole log: {}) ---\n{tail}\n---",
+                r.service,
+                r.log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "not saved".to_string()),
+            ))
+        }
+        (Some(error), None) if !r.verify_failed() => output::error_line(error),
         _ => {}
     }
 }
@@ -386,6 +429,7 @@ fn failed_json(analysis: &engine::pipeline::Analysis) -> Vec<ImageJson> {
             log: None,
             registry: Vec::new(),
             verify: None,
+            pulled_from: None,
         })
         .collect()
 }
@@ -398,7 +442,7 @@ fn plan_action(a: engine::plan::Action) -> &'static str {
 }
 
 impl ImageJson {
-    fn planned(p: &engine::plan::ImagePlan) -> ImageJson {
+    pub(crate) fn planned(p: &engine::plan::ImagePlan) -> ImageJson {
         ImageJson {
             service: p.service.clone(),
             image: p.image.clone(),
@@ -412,10 +456,11 @@ impl ImageJson {
             log: None,
             registry: Vec::new(),
             verify: None,
+            pulled_from: None,
         }
     }
 
-    fn ran(r: &engine::run::ImageReport) -> ImageJson {
+    pub(crate) fn ran(r: &engine::run::ImageReport) -> ImageJson {
         let mut reasons: Vec<String> = r.reasons.iter().map(|x| x.to_string()).collect();
         if let Some(because) = &r.skipped_because {
             reasons.push(format!("skipped: {because}"));
@@ -433,6 +478,7 @@ impl ImageJson {
             log: r.log.as_ref().map(|p| p.display().to_string()),
             registry: r.registry.clone(),
             verify: r.verify.clone(),
+            pulled_from: r.pulled_from.clone(),
         }
     }
 }

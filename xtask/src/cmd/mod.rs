@@ -3,6 +3,7 @@
 pub mod affected;
 pub mod bench;
 pub mod cache;
+pub mod completions;
 pub mod dockerfiles;
 pub mod explain;
 pub mod graph;

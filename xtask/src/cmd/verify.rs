@@ -52,7 +52,7 @@ impl Args {
                 .iter()
                 .map(|&s| ws.services[s].name.as_str())
                 .collect();
-            eprintln!("   verifying {}", names.join(", "));
+            output::info(&format!("   verifying {}", names.join(", ")));
         }
         let reports =
             engine::verify::verify_services(&docker, &ws, &selected, self.image.as_deref(), jobs)
@@ -89,13 +89,13 @@ impl Args {
                     rules.join(", ")
                 ));
             }
-            eprintln!(
+            output::info(&format!(
                 "{} image(s) verified in {:.1?}: {} passed, {} failed",
                 reports.len(),
                 started.elapsed(),
                 reports.len() - failed,
                 failed
-            );
+            ));
         }
         Ok(if failed > 0 { 1 } else { 0 })
     }

@@ -3,7 +3,7 @@
 //! per image on a terminal, plain lines otherwise, one JSON object per line with `--json`.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use engine::watch::compose::Compose;
 use engine::watch::{BuildResult, Event, Watcher};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::fmt_duration;
+use crate::report::{fmt_duration, Show};
 use crate::{output, setup, Global};
 
 #[derive(Debug, clap::Args)]
@@ -75,13 +75,13 @@ impl Args {
         let stop = Arc::new(AtomicBool::new(false));
         {
             let stop = stop.clone();
-            let json = global.json;
+            let json = global.json || output::events();
             ctrlc::set_handler(move || {
                 if stop.swap(true, Ordering::SeqCst) {
                     // A second Ctrl-C: leave now; nothing unfinished was recorded.
                     std::process::exit(130);
                 }
-                if !json {
+                if !json && !output::quiet() {
                     eprintln!(
                         "\nstopping: cancelling running builds (nothing unfinished is recorded)"
                     );
@@ -102,8 +102,15 @@ impl Args {
 
 /// How events are shown.
 enum Mode {
-    Json,
-    Plain { verbose: bool },
+    /// One JSON object per line: on stdout with `--json`, on stderr with `--progress json`.
+    Json {
+        stdout: bool,
+    },
+    Plain {
+        verbose: bool,
+    },
+    /// `-q`: failures, errors and warnings only.
+    Quiet,
     Bars(Bars),
 }
 
@@ -129,13 +136,23 @@ fn short_id(id: &str) -> &str {
 
 impl Printer {
     fn new(global: &Global) -> Printer {
+        let show = crate::report::show(global);
         let mode = if global.json {
-            Mode::Json
-        } else if std::io::stderr().is_terminal() {
+            Mode::Json { stdout: true }
+        } else if show == Show::Json {
+            Mode::Json { stdout: false }
+        } else if show == Show::Quiet {
+            Mode::Quiet
+        } else if show == Show::Bars {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             let status = multi.add(ProgressBar::new_spinner());
+            let template = if output::colour_stderr() {
+                "{spinner:.cyan} {wide_msg}"
+            } else {
+                "{spinner} {wide_msg}"
+            };
             status.set_style(
-                ProgressStyle::with_template("{spinner:.cyan} {wide_msg}")
+                ProgressStyle::with_template(template)
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             status.enable_steady_tick(Duration::from_millis(200));
@@ -148,7 +165,7 @@ impl Printer {
             })
         } else {
             Mode::Plain {
-                verbose: global.verbose,
+                verbose: output::verbose(1),
             }
         };
         Printer {
@@ -161,16 +178,28 @@ impl Printer {
             return;
         };
         match &mut *mode {
-            Mode::Json => {
-                if let Ok(line) = serde_json::to_string(&e) {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                }
-            }
+            Mode::Json { stdout: true } => output::json_line(&mut std::io::stdout().lock(), &e),
+            Mode::Json { stdout: false } => output::json_line(&mut std::io::stderr().lock(), &e),
             Mode::Plain { verbose } => {
                 if let Some(line) = plain_line(&e, *verbose) {
                     eprintln!("{line}");
+                }
+            }
+            Mode::Quiet => {
+                let failed = matches!(
+                    e,
+                    Event::BuildFinished {
+                        result: BuildResult::Failed,
+                        ..
+                    } | Event::Up { ok: false, .. }
+                        | Event::Error { .. }
+                        | Event::Warning { .. }
+                        | Event::Rescan { .. }
+                );
+                if failed {
+                    if let Some(line) = plain_line(&e, false) {
+                        eprintln!("{line}");
+                    }
                 }
             }
             Mode::Bars(bars) => bars.event(e),

@@ -351,6 +351,12 @@ fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
         lines.last().map(|v| v["event"].clone()),
         Some(serde_json::json!("stopped"))
     );
+    // Every event line says the version of its shape.
+    let unversioned: Vec<&serde_json::Value> = lines.iter().filter(|v| v["schema"] != 1).collect();
+    assert!(
+        unversioned.is_empty(),
+        "events without schema 1: {unversioned:?}"
+    );
 }
 
 /// The key of `service` as a cold analysis of `root` (with `cache_dir`) computes it.
