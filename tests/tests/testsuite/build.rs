@@ -24,9 +24,24 @@ impl Example {
     }
 
     fn images(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        self.images_env(args, &[])
+    }
+
+    /// `images --json ARGS` with `env` set.
+    fn images_env(&self, args: &[&str], env: &[(&str, &Path)]) -> (Output, serde_json::Value) {
         let mut all = vec!["images", "--json"];
         all.extend_from_slice(args);
-        let out = xtask(self.fx.root(), &all);
+        let out = if env.is_empty() {
+            xtask(self.fx.root(), &all)
+        } else {
+            let mut cmd = Command::new(tests::xtask_bin());
+            cmd.arg("--root").arg(self.fx.root()).args(&all);
+            cmd.env_remove("IMAGES_ROOT").env_remove("IMAGES_CACHE_DIR");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.output().expect("failed to run xtask")
+        };
         let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "images printed no JSON ({e}); stderr:\n{}",
@@ -460,12 +475,17 @@ fn a_registry_shares_the_cache_between_machines() {
     // Machine B: a fresh cache directory and no image in the engine: everything is pulled.
     remove_images_ok(&ex.prefix);
     let b_cache = ex.fx.path("cache-b");
-    let (out, json) = ex.images(&[
-        "--cache-dir",
-        b_cache.to_str().expect("utf8"),
-        "--cache-registry",
-        &cache_registry,
-    ]);
+    let ci = tempfile::tempdir().expect("tempdir");
+    let step_summary = ci.path().join("summary.md");
+    let (out, json) = ex.images_env(
+        &[
+            "--cache-dir",
+            b_cache.to_str().expect("utf8"),
+            "--cache-registry",
+            &cache_registry,
+        ],
+        &[("GITHUB_STEP_SUMMARY", &step_summary)],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -473,6 +493,19 @@ fn a_registry_shares_the_cache_between_machines() {
     );
     let b = actions(&json);
     assert!(built(&b).is_empty(), "machine B builds nothing: {b:?}");
+    // Each says where it was pulled from, in the JSON and in the GitHub job summary.
+    let md = std::fs::read_to_string(&step_summary).expect("the job summary");
+    assert!(md.contains("0 built, 4 cached (4 pulled)"), "{md}");
+    for i in json["images"].as_array().expect("images") {
+        let from = i["pulled_from"].as_str().unwrap_or_default();
+        assert!(from.starts_with(&cache_registry), "{i}");
+        let s = i["service"].as_str().expect("service");
+        assert!(
+            md.lines()
+                .any(|l| l.starts_with(&format!("| {s} | ")) && l.contains("| build | pulled |")),
+            "{s}: {md}"
+        );
+    }
     for s in services {
         assert_eq!(b[s].0, "cached");
         let image = format!("{}{s}:latest", ex.prefix);
