@@ -91,7 +91,7 @@ pub enum Error {
     #[error("invalid config `{}`: {message}", path.display())]
     Config { path: PathBuf, message: String },
 
-    #[error("`{path}` looks like a credential ({kind}) and would enter the build context of `{service}`\n  hint: keep it out with a `.dockerignore` pattern, or, if it is meant to be there (a test fixture), list it in images.toml: `[secrets] allow = [\"{path}\"]`")]
+    #[error("`{path}` looks like a credential ({kind}) and would enter the build context of `{service}`{}", hint_line(self))]
     SecretInContext {
         /// Relative to the monorepo root.
         path: String,
@@ -134,6 +134,7 @@ impl Error {
             | Error::SymlinkOutsideRoot { path, .. }
             | Error::Config { path, .. } => Some(path),
             Error::DuplicatePackage { second, .. } => Some(second),
+            Error::SecretInContext { path, .. } => Some(Path::new(path.as_str())),
             Error::MissingCopySource { dockerfile, .. } => Some(dockerfile),
             Error::NoWorkspace { root, .. } => Some(root),
             Error::Cache(e) => e.path(),
@@ -211,6 +212,11 @@ impl Error {
                 return Some(format!("the services are: {}", known.join(", ")))
             }
             Error::NoWorkspace { .. } => "run from the monorepo root or pass `--root DIR`",
+            Error::SecretInContext { path, .. } => {
+                return Some(format!(
+                    "keep it out with a `.dockerignore` pattern, or, if it is meant to be there (a test fixture), list it in images.toml: `[secrets] allow = [\"{path}\"]`"
+                ))
+            }
             Error::Cache(e) => return e.hint().map(str::to_string),
             // A free-form message carries its hint after the separator (see `Error::Other`).
             Error::Other(m) => return m.split_once(HINT_SEPARATOR).map(|(_, h)| h.to_string()),
