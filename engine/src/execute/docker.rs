@@ -514,7 +514,9 @@ impl Docker {
                 id: id.to_string(),
                 ..LocalImage::default()
             });
-            if tag != "<none>:<none>" {
+            // `repo:<none>` is a reference by digest only (a pull by digest), not a tag: the API
+            // lists it under RepoDigests, never RepoTags.
+            if !tag.ends_with(":<none>") {
                 img.tags.push(tag.to_string());
             }
         }
