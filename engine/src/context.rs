@@ -97,6 +97,8 @@ pub struct ListedFile {
     pub digest: FileDigest,
     /// Read and hashed by this listing (the stat cache could not answer).
     pub hashed: bool,
+    /// What kind of credential it looks like, if any ([`crate::secrets`]).
+    pub secret: Option<crate::secrets::Kind>,
 }
 
 /// Every listed service's context, before assembly: one table of entries, and per service the
@@ -147,6 +149,8 @@ pub struct HashWith<'a> {
     pub pruned: &'a PruneCache,
     /// Walk and hash on every core (the default) or on one thread.
     pub parallel: bool,
+    /// The files that look like credentials but may enter a context (`[secrets] allow`).
+    pub allow: &'a crate::secrets::Allow,
 }
 
 /// The normalised mode of an entry, as it is hashed and as it is put in the tar stream.
@@ -529,6 +533,7 @@ pub fn list(
                     stat: f.stat,
                     digest: f.digest,
                     hashed: f.read.is_some(),
+                    secret: f.secret,
                 });
             }
             unit_ids[u].push((listing.files.len() - 1) as u32);
@@ -571,6 +576,22 @@ pub fn list(
             .collect();
         files.sort_unstable();
         files.dedup();
+        // The secret guard: a file that looks like a credential fails the service (the first,
+        // in path order), unless `[secrets] allow` lets it in.
+        let refused = files.iter().find_map(|&f| {
+            let f = &listing.files[f as usize];
+            crate::secrets::guard(
+                with.allow,
+                &ws.services[plan.service].name,
+                &f.path,
+                f.secret,
+            )
+            .err()
+        });
+        if let Some(e) = refused {
+            listing.failed.push((plan.service, e));
+            continue;
+        }
         let mut importers = None;
         if let Some(id) = lockfile_id {
             if let Ok(i) = files.binary_search(&id) {

@@ -47,11 +47,20 @@ impl FileStat {
 struct Entry {
     stat: FileStat,
     digest: FileDigest,
+    /// The secret guard's verdict on the file ([`crate::secrets::code`]): 0 when not judged.
+    secret: u8,
 }
 
 /// A stat cache entry, to be checked against a fresh stat with [`StatCache::trust`].
 #[derive(Debug, Clone, Copy)]
 pub struct CachedEntry(Entry);
+
+impl CachedEntry {
+    /// The secret guard's verdict recorded with the digest (0: not judged).
+    pub fn secret(&self) -> u8 {
+        self.0.secret
+    }
+}
 
 /// The persisted stat cache: path (relative to the root) -> stat and digest.
 ///
@@ -73,8 +82,9 @@ pub struct StatCache {
     saved_at_ns: i64,
 }
 
-const MAGIC: &[u8; 8] = b"KCSTAT01";
-/// A record after its path: size, mtime, ctime, inode, mode (u64 each), then the digest.
+const MAGIC: &[u8; 8] = b"KCSTAT02";
+/// A record after its path: size, mtime, ctime, inode, mode (u64 each; the secret guard's verdict
+/// in bits 32..40 of the mode's), then the digest.
 const RECORD_TAIL: usize = 5 * 8 + 32;
 
 /// Counters of one hashing pass, for tests and benchmarks.
@@ -183,6 +193,7 @@ impl StatCache {
                 mode: read_u64(&self.base, p + 32) as u32,
             },
             digest: FileDigest::from_bytes(digest),
+            secret: (read_u64(&self.base, p + 32) >> 32) as u8,
         }
     }
 
@@ -223,14 +234,20 @@ impl StatCache {
             merged.push((p, self.entry_at(at)));
         }
         merged.extend(new.map(|(q, e)| (q, *e)));
-        Self::write(path, merged.iter().map(|(p, e)| (*p, &e.stat, &e.digest)))
+        Self::write(
+            path,
+            merged
+                .iter()
+                .map(|(p, e)| (*p, &e.stat, &e.digest, e.secret)),
+        )
     }
 
-    /// Writes a cache holding exactly `entries` (sorted by path, unique) atomically, streamed
-    /// (no copy of the whole file in memory).
+    /// Writes a cache holding exactly `entries` (sorted by path, unique; each with the secret
+    /// guard's verdict, 0 when not judged) atomically, streamed (no copy of the whole file in
+    /// memory).
     pub fn write<'a>(
         path: &Path,
-        entries: impl ExactSizeIterator<Item = (&'a str, &'a FileStat, &'a FileDigest)>,
+        entries: impl ExactSizeIterator<Item = (&'a str, &'a FileStat, &'a FileDigest, u8)>,
     ) -> Result<()> {
         /// Hashes what it writes: the checksum comes out with the last byte.
         struct Summed<W> {
@@ -257,7 +274,7 @@ impl StatCache {
             w.write_all(MAGIC)?;
             w.write_all(&(entries.len() as u64).to_le_bytes())?;
             let mut rec = Vec::with_capacity(256);
-            for (p, stat, digest) in entries {
+            for (p, stat, digest, secret) in entries {
                 rec.clear();
                 rec.extend_from_slice(&(p.len() as u64).to_le_bytes());
                 rec.extend_from_slice(p.as_bytes());
@@ -266,7 +283,7 @@ impl StatCache {
                     stat.mtime_ns as u64,
                     stat.ctime_ns as u64,
                     stat.ino,
-                    u64::from(stat.mode),
+                    u64::from(stat.mode) | (u64::from(secret) << 32),
                 ] {
                     rec.extend_from_slice(&v.to_le_bytes());
                 }
@@ -298,8 +315,21 @@ impl StatCache {
         trusted.then_some(e.digest)
     }
 
+    /// Records a digest (the file not judged by the secret guard).
     pub fn insert(&mut self, rel: String, stat: FileStat, digest: FileDigest) {
-        self.added.insert(rel, Entry { stat, digest });
+        self.insert_judged(rel, stat, digest, 0);
+    }
+
+    /// Records a digest with the secret guard's verdict on the file ([`crate::secrets::code`]).
+    pub fn insert_judged(&mut self, rel: String, stat: FileStat, digest: FileDigest, secret: u8) {
+        self.added.insert(
+            rel,
+            Entry {
+                stat,
+                digest,
+                secret,
+            },
+        );
     }
 
     /// Entries (loaded or added, an added one counted once).
@@ -372,6 +402,17 @@ pub fn hash_path(abs: &Path, stat: &FileStat) -> std::io::Result<(FileDigest, u6
 /// file that grew since is seen by its next stat; one that shrank ends early), so a small file
 /// costs one `read`. `u64::MAX`: to the end.
 pub fn hash_reader(file: &mut impl Read, size: u64) -> std::io::Result<(FileDigest, u64)> {
+    hash_reader_head(file, size, 0, &mut Vec::new())
+}
+
+/// [`hash_reader`], keeping the first `head` bytes of what it reads in `kept` (for the secret
+/// guard, which judges some files by their head): one read of the file for both.
+pub fn hash_reader_head(
+    file: &mut impl Read,
+    size: u64,
+    head: u64,
+    kept: &mut Vec<u8>,
+) -> std::io::Result<(FileDigest, u64)> {
     with_buffer(|buf| {
         let mut hasher = blake3::Hasher::new();
         let mut total = 0u64;
@@ -384,6 +425,10 @@ pub fn hash_reader(file: &mut impl Read, size: u64) -> std::io::Result<(FileDige
                 Err(e) => return Err(e),
             };
             hasher.update(&buf[..n]);
+            if (kept.len() as u64) < head {
+                let take = (head - kept.len() as u64).min(n as u64) as usize;
+                kept.extend_from_slice(&buf[..take]);
+            }
             total += n as u64;
         }
         Ok((FileDigest::from_hash(hasher.finalize()), total))
@@ -587,7 +632,7 @@ mod tests {
         let (s1, s2) = (st(1), st(2));
         let (d1, d2) = (digest("1"), digest("2"));
         // Written unsorted (a valid checksum): a binary search could not trust it.
-        StatCache::write(&p, [("b", &s1, &d1), ("a", &s2, &d2)].into_iter()).expect("write");
+        StatCache::write(&p, [("b", &s1, &d1, 0), ("a", &s2, &d2, 0)].into_iter()).expect("write");
         let (c, warn) = StatCache::load(&p);
         assert!(c.is_empty());
         assert!(warn.expect("warning").contains("corrupt"));

@@ -249,6 +249,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     };
     let mut warnings = Vec::new();
     let mut failures: BTreeMap<usize, Error> = BTreeMap::new();
+    let allow = ws.config.secret_allow(&ws.root)?;
 
     // The stat cache loads while the workspace's Dockerfiles are read.
     let cache_dir = opts.cache_dir();
@@ -411,6 +412,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             cache: &stat_cache,
             pruned: &prune_cache,
             parallel: opts.parallel,
+            allow: &allow,
         },
     );
     failures.extend(std::mem::take(&mut listing.failed));
@@ -452,12 +454,19 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
                     // does not grow without bound).
                     StatCache::write(
                         &stat_path,
-                        files.into_iter().map(|f| (&*f.path, &f.stat, &f.digest)),
+                        files.into_iter().map(|f| {
+                            (&*f.path, &f.stat, &f.digest, crate::secrets::code(f.secret))
+                        }),
                     )
                 } else {
                     let mut c = stat_cache;
                     for f in files.into_iter().filter(|f| f.hashed) {
-                        c.insert(f.path.to_string(), f.stat, f.digest);
+                        c.insert_judged(
+                            f.path.to_string(),
+                            f.stat,
+                            f.digest,
+                            crate::secrets::code(f.secret),
+                        );
                     }
                     c.save(&stat_path)
                 }

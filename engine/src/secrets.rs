@@ -34,6 +34,50 @@ const TOKEN_FILE_MAX: u64 = 1 << 20;
 /// What kind of credential a file is, in words (`a private key`).
 pub type Kind = &'static str;
 
+/// Every kind [`classify`] says, so a verdict fits in a byte ([`code`]) where the stat cache
+/// keeps it beside a file's digest.
+const KINDS: &[Kind] = &[
+    "an environment file",
+    "a .netrc file",
+    "git credentials",
+    "AWS credentials",
+    "a PKCS#12 key store",
+    "an SSH private key",
+    "a .yarnrc.yml holding a registry token",
+    "a .yarnrc holding a registry token",
+    "a docker config holding registry credentials",
+    "an .npmrc holding a registry token",
+    "a PuTTY private key",
+    "a PGP private key",
+    "a private key",
+    "a key file too large to read",
+];
+
+/// A verdict as one byte: 0 is "not judged", 1 "no credential", then each kind.
+pub fn code(kind: Option<Kind>) -> u8 {
+    match kind {
+        None => 1,
+        Some(k) => KINDS
+            .iter()
+            .position(|x| *x == k)
+            .map_or(u8::MAX, |i| i as u8 + 2),
+    }
+}
+
+/// The verdict a [`code`] stands for; `None` when the code says "not judged".
+pub fn decode(code: u8) -> Option<Option<Kind>> {
+    match code {
+        0 => None,
+        1 => Some(None),
+        c => Some(Some(
+            KINDS
+                .get(usize::from(c) - 2)
+                .copied()
+                .unwrap_or("a credential"),
+        )),
+    }
+}
+
 /// Extensions of sources and documents, never sniffed for key headers.
 const NOT_SNIFFED: &[&str] = &[
     "js", "mjs", "cjs", "jsx", "ts", "mts", "cts", "tsx", "map", "md", "markdown", "mdx", "html",

@@ -33,6 +33,9 @@ pub struct Found {
     pub digest: FileDigest,
     /// Bytes read to hash it; `None` when the stat cache answered (or for a directory).
     pub read: Option<u64>,
+    /// What kind of credential the file looks like ([`crate::secrets`]), judged as it was read
+    /// (or as the stat cache recorded it); `None` for directories and symlinks.
+    pub secret: Option<crate::secrets::Kind>,
 }
 
 /// The digest every directory entry has: a directory's content is its entries.
@@ -71,6 +74,7 @@ pub fn walk(root: &Root, dir: &str, rules: Rules<'_>, with: HashWith<'_>) -> Res
             stat: stat_of(&st),
             digest: dir_digest(),
             read: None,
+            secret: None,
         }]);
     }
     w.dir(
@@ -291,6 +295,7 @@ impl Walker<'_> {
                 stat: stat_of(&st),
                 digest: dir_digest(),
                 read: None,
+                secret: None,
             });
         }
         let cached = self.with.cache.entry(&child);
@@ -314,6 +319,7 @@ impl Walker<'_> {
                 stat,
                 digest,
                 read,
+                secret: None,
             });
         }
         // A file the cache knows: `lstat` it, and read it only if it changed.
@@ -322,12 +328,15 @@ impl Walker<'_> {
             let st = rustix::fs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err("read", e))?;
             let stat = stat_of(&st);
-            if let Some(digest) = self.with.cache.trust(c, &stat) {
+            // Unless the secret guard has not judged it yet (an entry written without).
+            let judged = crate::secrets::decode(c.secret());
+            if let (Some(digest), Some(secret)) = (self.with.cache.trust(c, &stat), judged) {
                 return Ok(Found {
                     path: child,
                     stat,
                     digest,
                     read: None,
+                    secret,
                 });
             }
             known = Some(stat);
@@ -344,13 +353,20 @@ impl Walker<'_> {
             None => stat_of(&rustix::fs::fstat(&fd).map_err(|e| io_err("read", e))?),
         };
         let mut file = std::fs::File::from(fd);
-        let (digest, n) = hash::hash_reader(&mut file, stat.size)
-            .map_err(|e| Error::io("read", self.root.path().join(&*child), e))?;
+        // The secret guard judges the file from the same read (its head, when its name alone
+        // cannot say).
+        let need = crate::secrets::need(&child, stat.size);
+        let mut head = Vec::new();
+        let (digest, n) =
+            hash::hash_reader_head(&mut file, stat.size, need.unwrap_or(0), &mut head)
+                .map_err(|e| Error::io("read", self.root.path().join(&*child), e))?;
+        let secret = crate::secrets::classify(&child, stat.size, need.map(|_| head.as_slice()));
         Ok(Found {
             path: child,
             stat,
             digest,
             read: Some(n),
+            secret,
         })
     }
 }
@@ -432,6 +448,7 @@ mod tests {
                     cache: &cache,
                     pruned: &pruned,
                     parallel,
+                    allow: &crate::secrets::Allow::new(&[]).expect("allow"),
                 },
             )
             .expect("walk");

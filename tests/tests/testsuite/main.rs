@@ -19,6 +19,7 @@ mod podman;
 mod props;
 mod registry;
 mod run;
+mod secrets;
 mod soundness;
 mod verify;
 mod watch;
