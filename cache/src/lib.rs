@@ -287,11 +287,20 @@ impl Store {
         msg
     }
 
+    /// Moves aside whatever sits at `path` that is not a regular file (a directory, a symlink,
+    /// a fifo), so that a write can put a file there.
+    fn clear_for_write(&self, path: &Path) {
+        if let Some(what) = not_regular(path) {
+            self.move_aside(path, &format!("it is {what}, not a regular file"));
+        }
+    }
+
     /// Stores a blob; returns its digest (hex). Idempotent.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = blake3::hash(bytes).to_hex().to_string();
         let path = self.layout.blob(&digest);
-        if !path.exists() {
+        self.clear_for_write(&path);
+        if std::fs::symlink_metadata(&path).is_err() {
             atomic::write(&path, bytes)?;
         }
         Ok(digest)
@@ -303,9 +312,13 @@ impl Store {
             return Ok(None);
         }
         let path = self.layout.blob(digest);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match read_regular(&path) {
+            Ok(Some(Ok(b))) => b,
+            Ok(Some(Err(what))) => {
+                self.move_aside(&path, &format!("it is {what}, not a regular file"));
+                return Ok(None);
+            }
+            Ok(None) => return Ok(None),
             Err(e) => return Err(io("read", &path, e)),
         };
         if blake3::hash(&bytes).to_hex().as_str() != digest {
@@ -321,16 +334,17 @@ impl Store {
             return Err(Error::InvalidKey(record.key.clone()));
         }
         let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-        atomic::write(&self.layout.record(&record.key), &bytes)?;
+        let path = self.layout.record(&record.key);
+        self.clear_for_write(&path);
+        atomic::write(&path, &bytes)?;
         if is_service_name(&record.service) {
             let last = LastBuilt {
                 key: record.key.clone(),
                 updated_at_ms: now_ms(),
             };
-            atomic::write(
-                &self.layout.last_built(&record.service),
-                &serde_json::to_vec(&last).unwrap_or_default(),
-            )?;
+            let pointer = self.layout.last_built(&record.service);
+            self.clear_for_write(&pointer);
+            atomic::write(&pointer, &serde_json::to_vec(&last).unwrap_or_default())?;
         }
         Ok(())
     }
@@ -342,9 +356,13 @@ impl Store {
             return Err(Error::InvalidKey(key.to_string()));
         }
         let path = self.layout.record(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let bytes = match read_regular(&path) {
+            Ok(Some(Ok(b))) => b,
+            Ok(Some(Err(what))) => {
+                self.move_aside(&path, &format!("it is {what}, not a regular file"));
+                return Ok(None);
+            }
+            Ok(None) => return Ok(None),
             Err(e) => return Err(io("read", &path, e)),
         };
         let record: Record = match serde_json::from_slice(&bytes) {
@@ -378,7 +396,7 @@ impl Store {
         if !is_service_name(service) {
             return None;
         }
-        let bytes = std::fs::read(self.layout.last_built(service)).ok()?;
+        let bytes = read_regular(&self.layout.last_built(service)).ok()??.ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -454,6 +472,7 @@ impl Store {
     /// Reads every record and blob, moving aside what fails verification.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
+        self.aside_non_regular(&mut report.moved_aside)?;
         for path in files_below(&self.layout.blobs())? {
             let name = file_name(&path);
             if !is_hex64(&name) {
@@ -492,6 +511,29 @@ impl Store {
         Ok(report)
     }
 
+    /// Moves aside every entry of the blobs, records and pointers that is not a regular file (a
+    /// directory, a symlink, a fifo: nothing the store writes), saying so in `out`.
+    fn aside_non_regular(&self, out: &mut Vec<String>) -> Result<()> {
+        let mut odd = Vec::new();
+        for dir in [self.layout.blobs(), self.layout.records()] {
+            let (entries, strays) = sharded_entries(&dir)?;
+            odd.extend(strays);
+            odd.extend(entries);
+        }
+        if let Ok(rd) = std::fs::read_dir(self.layout.services()) {
+            odd.extend(rd.flatten().map(|e| e.path()));
+        }
+        for p in odd {
+            if atomic::is_temp(&file_name(&p)) {
+                continue;
+            }
+            if let Some(what) = not_regular(&p) {
+                out.push(self.move_aside(&p, &format!("it is {what}, not a regular file")));
+            }
+        }
+        Ok(())
+    }
+
     /// Cleans the store: removes records for which `keep` says no, then blobs no record names
     /// (but young ones), last-built pointers whose key has no record, stale temp files, and
     /// corrupt entries moved aside longer ago than `retention`.
@@ -501,6 +543,8 @@ impl Store {
         retention: Duration,
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
+        let mut odd = Vec::new();
+        self.aside_non_regular(&mut odd)?;
         let mut referenced = std::collections::HashSet::new();
         let mut kept = std::collections::HashSet::new();
         for key in self.record_keys()? {
@@ -543,14 +587,125 @@ impl Store {
                 report.tmp_removed += 1;
             }
         }
-        for p in files_below(&self.layout.corrupt())? {
-            if age(&p) >= retention {
-                report.bytes_freed += remove_counted(&p)?;
+        // Whatever was moved aside: files, and directories, symlinks or fifos found where a
+        // record or blob should be.
+        let corrupt = self.layout.corrupt();
+        let entries: Vec<PathBuf> = match std::fs::read_dir(&corrupt) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("read directory", &corrupt, e)),
+        };
+        for p in entries {
+            let old = std::fs::symlink_metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            if old >= retention {
+                report.bytes_freed += remove_entry(&p)?;
                 report.corrupt_removed += 1;
             }
         }
         Ok(report)
     }
+}
+
+/// What a path that should be a regular file is instead (`None`: a regular file, or nothing).
+fn not_regular(p: &Path) -> Option<&'static str> {
+    let ft = std::fs::symlink_metadata(p).ok()?.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    Some(if ft.is_file() {
+        return None;
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_fifo() {
+        "a fifo"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    })
+}
+
+/// The bytes of the regular file at `p`, opened without following a symlink and without
+/// blocking on a fifo: `Ok(None)` when there is nothing there, `Err(Left(what))` when it is
+/// something else than a regular file.
+fn read_regular(p: &Path) -> std::io::Result<Option<Result<Vec<u8>, &'static str>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(what) = not_regular(p) {
+        return Ok(Some(Err(what)));
+    }
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Swapped for a symlink since the check.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Some(Err("a symlink"))),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Ok(Some(Err("not a regular file")));
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(Some(Ok(bytes)))
+}
+
+/// Removes whatever is at `p` (a directory with its content, never following a symlink);
+/// returns the bytes freed.
+fn remove_entry(p: &Path) -> Result<u64> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let size: u64 = all_files_below(p)?
+                .iter()
+                .map(|f| std::fs::symlink_metadata(f).map(|m| m.len()).unwrap_or(0))
+                .sum();
+            std::fs::remove_dir_all(p).map_err(|e| io("remove", p, e))?;
+            Ok(size)
+        }
+        Ok(_) => remove_counted(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io("remove", p, e)),
+    }
+}
+
+/// The entries of a sharded directory (`<dir>/<aa>/<name>`) whatever their type, without
+/// following a symlink, temp files left out; and the entries at the shard level that are not
+/// directories.
+fn sharded_entries(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut entries, mut strays) = (Vec::new(), Vec::new());
+    let list = |d: &Path| -> Result<Vec<PathBuf>> {
+        match std::fs::read_dir(d) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.path()).map_err(|e| io("read directory", d, e)))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io("read directory", d, e)),
+        }
+    };
+    for shard in list(dir)? {
+        let is_dir = std::fs::symlink_metadata(&shard).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            if !atomic::is_temp(&file_name(&shard)) {
+                strays.push(shard);
+            }
+            continue;
+        }
+        for e in list(&shard)? {
+            if !atomic::is_temp(&file_name(&e)) {
+                entries.push(e);
+            }
+        }
+    }
+    entries.sort();
+    strays.sort();
+    Ok((entries, strays))
 }
 
 /// Removes a file, returning its size; a file already gone is no error.
@@ -658,6 +813,97 @@ mod tests {
         store.put_record(&r).expect("put");
         std::fs::write(store.layout.record(K), b"{\"format\":1,").expect("write");
         assert!(store.get_record(K).expect("get").is_none());
+        assert!(store.verify().expect("verify").is_clean());
+    }
+
+    /// Each kind of entry that is not a regular file, where a record, a blob or a pointer
+    /// should be: a directory (with content), a symlink (to a valid record elsewhere, and
+    /// dangling), a fifo (a read would block). Each is a miss moved aside, reported by `verify`;
+    /// the next write works; `gc` with no retention removes what was moved aside; then the
+    /// store verifies clean.
+    #[test]
+    fn entries_that_are_not_regular_files_are_moved_aside_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let r = record(&store, K);
+        let rec = store.layout.record(K);
+        let blob = store.layout.blob(&r.manifest);
+        // A directory at the record's path: a miss, and a write puts the record back.
+        std::fs::create_dir_all(rec.join("inner")).expect("mkdir");
+        std::fs::write(rec.join("inner/x"), b"x").expect("write");
+        assert!(store.get_record(K).expect("get").is_none());
+        let w = store.take_warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("it is a directory, not a regular file")),
+            "{w:?}"
+        );
+        store
+            .put_record(&r)
+            .expect("a write after the directory was moved aside");
+        assert_eq!(store.get_record(K).expect("get"), Some(r.clone()));
+        // A directory put back while the store is not looking: `put_record` moves it aside.
+        std::fs::remove_file(&rec).expect("rm");
+        std::fs::create_dir(&rec).expect("mkdir");
+        store.put_record(&r).expect("put over a directory");
+        assert_eq!(store.get_record(K).expect("get"), Some(r.clone()));
+        store.take_warnings();
+
+        // Odd entries everywhere, found by `verify` without a read of any of them.
+        let elsewhere = dir.path().join("elsewhere.json");
+        std::fs::copy(&rec, &elsewhere).expect("copy");
+        let k2 = "ab".repeat(32);
+        let k3 = "cd".repeat(32);
+        let k4 = "ef".repeat(32);
+        std::fs::create_dir_all(store.layout.record(&k2).parent().expect("p")).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, store.layout.record(&k2)).expect("symlink");
+        std::fs::create_dir_all(store.layout.record(&k3).parent().expect("p")).expect("mkdir");
+        let fifo = store.layout.record(&k3);
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success());
+        std::fs::create_dir_all(store.layout.record(&k4).parent().expect("p")).expect("mkdir");
+        std::os::unix::fs::symlink("/nonexistent", store.layout.record(&k4)).expect("symlink");
+        let b2 = store.layout.blob(&"12".repeat(32));
+        std::fs::create_dir_all(&b2).expect("a directory at a blob path");
+        std::fs::create_dir_all(store.layout.services()).expect("mkdir");
+        std::fs::create_dir(store.layout.last_built("web")).expect("a directory pointer");
+        // A blob swapped for a symlink to a copy with the right content is still refused.
+        let copy = dir.path().join("blob-copy");
+        std::fs::copy(&blob, &copy).expect("copy");
+        std::fs::remove_file(&blob).expect("rm");
+        std::os::unix::fs::symlink(&copy, &blob).expect("symlink");
+        let report = store.verify().expect("verify");
+        assert!(!report.is_clean());
+        let said = report.moved_aside.join("\n");
+        for what in ["a symlink", "a directory", "a fifo"] {
+            assert!(
+                said.contains(&format!("it is {what}, not a regular file")),
+                "{said}"
+            );
+        }
+        for k in [&k2, &k3, &k4] {
+            assert!(store.get_record(k).expect("get").is_none(), "{k}");
+        }
+        assert_eq!(report.moved_aside.len(), 7, "{said}");
+        // Verified again: clean (the record lost its manifest, so it was moved aside too).
+        assert!(store.verify().expect("verify").is_clean());
+        assert_eq!(store.stats().expect("stats").records, 0);
+        // What was moved aside, whatever it is, is cleaned up without a retention.
+        let gc = store.gc(&mut |_| true, Duration::ZERO).expect("gc");
+        assert!(gc.corrupt_removed >= 7, "{gc:?}");
+        assert_eq!(
+            std::fs::read_dir(store.layout.corrupt())
+                .expect("ls")
+                .count(),
+            0
+        );
+        // The outside files a symlink pointed at are untouched.
+        assert!(elsewhere.is_file() && copy.is_file());
+        store.put_record(&record(&store, K)).expect("put");
+        assert!(store.get_record(K).expect("get").is_some());
         assert!(store.verify().expect("verify").is_clean());
     }
 

@@ -4,8 +4,9 @@
 //! `gc` removes:
 //! - records whose image is gone from the engine or carries another key label, or whose service
 //!   is no longer one (every record with `all`), the blobs only they named, last-built pointers
-//!   to a removed record, stale temp files, corrupt entries past the retention
-//!   ([`cache::Store::gc`]);
+//!   to a removed record, stale temp files, corrupt entries past the retention (every one with
+//!   `all`), entries that are not regular files where records and blobs should be (moved aside,
+//!   as `cache verify` does) ([`cache::Store::gc`]);
 //! - verification markers of keys that have no record any more;
 //! - stat cache entries of files no context holds, and pruned lockfiles no service uses (the
 //!   workspace is analysed once, and both caches rewritten to exactly what it uses);
@@ -112,7 +113,12 @@ pub fn gc(cache_dir: &Path, images: Option<&dyn Images>, opts: &GcOptions) -> Re
             };
             service_there && image_there
         },
-        opts.retention,
+        // `all` empties the store: corrupt entries go too, whatever their age.
+        if opts.all {
+            Duration::ZERO
+        } else {
+            opts.retention
+        },
     )?;
     report.warnings = warnings;
     if labels.is_none() && !opts.all {

@@ -18,11 +18,12 @@ pub enum Action {
     /// workspace no longer uses, stale scratch and temp files, and failure logs of keys that are
     /// not current or older than a week
     Gc {
-        /// Remove every record, whether or not its image exists
+        /// Remove every record, whether or not its image exists, and every entry moved aside
         #[arg(long)]
         all: bool,
     },
-    /// Read every record and blob; move aside what fails verification; exit 1 if anything did
+    /// Read every record and blob; move aside what fails verification (or is not a regular
+    /// file); exit 1 if anything did
     Verify,
 }
 
