@@ -37,14 +37,51 @@ pub struct TrustConfig {
     pub keys: Vec<String>,
 }
 
-/// `[secrets]`: files that look like credentials but may enter build contexts (test fixtures,
-/// example keys), as paths or globs relative to the root (`services/x/test/fake.key`,
-/// `services/*/fixtures/**`).
+/// `[secrets]`: the BuildKit secrets builds may mount, and the secret guard's allow list.
+///
+/// ```toml
+/// [secrets]
+/// allow = ["services/*/fixtures/**"]     # files that look like credentials but may enter contexts
+/// npmrc = { env = "NPMRC" }              # `RUN --mount=type=secret,id=npmrc` gets $NPMRC
+/// gitconfig = { file = "~/.gitconfig" }  # ... or a file (`~/` is $HOME, else relative to the root)
+/// ```
+///
+/// Every other key is a secret id (so `allow` cannot be one).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub struct SecretsConfig {
+    /// Files that look like credentials but may enter build contexts (test fixtures, example
+    /// keys), as paths or globs relative to the root (`services/x/test/fake.key`,
+    /// `services/*/fixtures/**`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Secret id -> where its value comes from.
+    #[serde(flatten)]
+    pub sources: BTreeMap<String, SecretSourceConfig>,
+}
+
+/// Where one secret's value comes from: a variable or a file (exactly one).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSourceConfig {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+/// A secret a build may mount, checked: its id and where its value comes from. Only the id is
+/// ever keyed, printed or stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub id: String,
+    pub from: SecretFrom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFrom {
+    /// An environment variable of the engine's process.
+    Env(String),
+    /// A file (absolute: `~/` expanded, else joined to the root).
+    File(PathBuf),
 }
 
 /// Settings for every image.
@@ -185,6 +222,78 @@ impl Config {
             path: root.join(CONFIG_FILE),
             message,
         })
+    }
+
+    /// The BuildKit secrets of `[secrets]`, checked: ids BuildKit accepts, exactly one of `env`
+    /// and `file` each.
+    pub fn secrets(&self, root: &Path) -> Result<BTreeMap<String, Secret>> {
+        let bad = |message: String| Error::Config {
+            path: root.join(CONFIG_FILE),
+            message: format!("[secrets] {message}"),
+        };
+        let mut out = BTreeMap::new();
+        for (id, src) in &self.secrets.sources {
+            let id_ok = !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !id_ok {
+                return Err(bad(format!(
+                    "`{id}` is not a valid secret id
+  hint: ids use letters, digits, `_`, `-` and `.`, as `RUN --mount=type=secret,id=...` names them"
+                )));
+            }
+            let from = match (&src.env, &src.file) {
+                (Some(var), None) => {
+                    let ok = !var.is_empty()
+                        && !var.as_bytes()[0].is_ascii_digit()
+                        && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !ok {
+                        return Err(bad(format!(
+                            "{id}: `{var}` is not a variable name
+  hint: write `{id} = {{ env = \"NAME\" }}`"
+                        )));
+                    }
+                    SecretFrom::Env(var.clone())
+                }
+                (None, Some(file)) if !file.is_empty() && !file.contains(',') => {
+                    let path = match file.strip_prefix("~/") {
+                        Some(rest) => match std::env::var_os("HOME") {
+                            Some(home) => PathBuf::from(home).join(rest),
+                            None => {
+                                return Err(bad(format!(
+                                    "{id}: `{file}` starts with `~/` but HOME is not set
+  hint: give the file's absolute path"
+                                )))
+                            }
+                        },
+                        None => root.join(file),
+                    };
+                    SecretFrom::File(path)
+                }
+                (None, Some(file)) => {
+                    return Err(bad(format!(
+                        "{id}: `{file}` cannot be a secret's file
+  hint: name a file whose path has no comma"
+                    )))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "{id}: give exactly one of `env` and `file`
+  hint: write `{id} = {{ env = \"NAME\" }}` or `{id} = {{ file = \"path\" }}`"
+                    )))
+                }
+            };
+            out.insert(
+                id.clone(),
+                Secret {
+                    id: id.clone(),
+                    from,
+                },
+            );
+        }
+        Ok(out)
     }
 
     pub fn service(&self, name: &str) -> ServiceConfig {

@@ -1356,6 +1356,20 @@ pub(crate) struct Mount {
     pub(crate) kind: String,
     pub(crate) from: Option<String>,
     pub(crate) source: Option<String>,
+    /// A secret mount's `id` (else BuildKit takes the base name of its `target`).
+    pub(crate) id: Option<String>,
+    pub(crate) target: Option<String>,
+}
+
+impl Mount {
+    /// The id of a `type=secret` mount, as BuildKit reads it.
+    pub(crate) fn secret_id(&self) -> Option<String> {
+        self.id.clone().filter(|i| !i.is_empty()).or_else(|| {
+            let t = self.target.as_deref()?.trim_end_matches('/');
+            let base = t.rsplit('/').next()?;
+            (!base.is_empty()).then(|| base.to_string())
+        })
+    }
 }
 
 /// The CSV fields of a `--mount` value (`type=bind,source=x,target=/y`).
@@ -1364,6 +1378,8 @@ pub(crate) fn parse_mount(value: &str) -> Mount {
         kind: "bind".to_string(),
         from: None,
         source: None,
+        id: None,
+        target: None,
     };
     let mut fields = Vec::new();
     let mut field = String::new();
@@ -1385,6 +1401,8 @@ pub(crate) fn parse_mount(value: &str) -> Mount {
             "type" => mount.kind = v.to_ascii_lowercase(),
             "from" => mount.from = Some(v),
             "source" | "src" => mount.source = Some(v),
+            "id" => mount.id = Some(v),
+            "target" | "dst" | "destination" => mount.target = Some(v),
             _ => {}
         }
     }

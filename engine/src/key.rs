@@ -5,8 +5,9 @@
 //! Format 2 (this one) holds: the Dockerfile and its digest, the context's Merkle digest, each
 //! build argument by the digest of its value (never the value), the target stage, the platform
 //! (configured, else the engine's own), each external image the build reads by content digest
-//! (with the platform it is resolved for), each `ADD <url>` by its pinned checksum, and the keys of
-//! the in-repo images it builds `FROM`.
+//! (with the platform it is resolved for), each `ADD <url>` by its pinned checksum, the keys of
+//! the in-repo images it builds `FROM`, and the ids (never the values) of the BuildKit secrets it
+//! mounts.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,11 @@ pub struct KeyManifest {
     pub remote_sources: Vec<RemoteSource>,
     /// In-repo images this one builds `FROM`, by service, with their keys.
     pub from_images: BTreeMap<String, ImageKey>,
+    /// The ids of the BuildKit secrets the build mounts and is given (`[secrets]` in
+    /// images.toml), sorted; never their values. Left out when empty, so a build without
+    /// secrets keeps the key it had before this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// An external image, as the build reads it.
@@ -157,6 +163,7 @@ mod tests {
             }],
             remote_sources: Vec::new(),
             from_images: BTreeMap::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -196,6 +203,9 @@ mod tests {
         assert_ne!(m.key(), base);
         let mut m = manifest();
         m.dockerfile_digest = FileDigest::of_bytes(b"FROM y");
+        assert_ne!(m.key(), base);
+        let mut m = manifest();
+        m.secrets.push("npmrc".into());
         assert_ne!(m.key(), base);
         assert_eq!(manifest().key(), base);
     }

@@ -137,6 +137,8 @@ pub struct ImageInputs {
     pub unresolved: Vec<String>,
     /// Why the image is never taken from the cache (an unpinned `ADD <url>`).
     pub uncacheable: Vec<String>,
+    /// The BuildKit secrets it mounts that `[secrets]` configures (the manifest holds their ids).
+    pub secrets: Vec<crate::config::Secret>,
 }
 
 impl ImageInputs {
@@ -250,6 +252,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
     let mut warnings = Vec::new();
     let mut failures: BTreeMap<usize, Error> = BTreeMap::new();
     let allow = ws.config.secret_allow(&ws.root)?;
+    let secrets = ws.config.secrets(&ws.root)?;
 
     // The stat cache loads while the workspace's Dockerfiles are read.
     let cache_dir = opts.cache_dir();
@@ -641,6 +644,18 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             .platform
             .clone()
             .or_else(|| ws.config.images.platform.clone());
+        // The secrets its Dockerfile mounts: those configured are given to the build (and their
+        // ids keyed); BuildKit runs a mount without a secret given, so the others are said.
+        let mut given = Vec::new();
+        for id in &r.secrets {
+            match secrets.get(id) {
+                Some(s) => given.push(s.clone()),
+                None => warnings.push(format!(
+                    "`{}` mounts the secret `{id}`, which images.toml does not configure: the build runs without it\n  hint: add `{id} = {{ env = \"VARIABLE\" }}` (or `{{ file = \"path\" }}`) under `[secrets]` in images.toml",
+                    svc.dockerfile
+                )),
+            }
+        }
         let manifest = KeyManifest {
             format: KEY_FORMAT_VERSION,
             dockerfile: svc.dockerfile.clone(),
@@ -655,6 +670,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             base_images,
             remote_sources: r.remote.clone(),
             from_images,
+            secrets: given.iter().map(|s| s.id.clone()).collect(),
         };
         let key = manifest.key();
         keys.insert(s, key);
@@ -667,6 +683,7 @@ pub fn analyze(opts: &Options) -> Result<Analysis> {
             platform_flag: configured,
             unresolved,
             uncacheable: r.uncacheable.clone(),
+            secrets: given,
         });
     }
     timings.keys = t.elapsed();

@@ -63,6 +63,11 @@ pub enum Reason {
         old: Option<String>,
         new: Option<String>,
     },
+    /// The BuildKit secrets the build mounts (by id; their values are never keyed) changed.
+    SecretsChanged {
+        old: Vec<String>,
+        new: Vec<String>,
+    },
     PlatformChanged {
         old: Option<String>,
         new: Option<String>,
@@ -178,6 +183,16 @@ impl std::fmt::Display for Reason {
                 old.as_deref().unwrap_or("(last stage)"),
                 new.as_deref().unwrap_or("(last stage)")
             ),
+            Reason::SecretsChanged { old, new } => {
+                let list = |v: &[String]| {
+                    if v.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                write!(f, "secret ids changed: {} -> {}", list(old), list(new))
+            }
             Reason::PlatformChanged { old, new } => {
                 write!(
                     f,
@@ -502,6 +517,12 @@ fn diff_parts<'a>(
         reasons.push(Reason::TargetChanged {
             old: om.target.clone(),
             new: nm.target.clone(),
+        });
+    }
+    if om.secrets != nm.secrets {
+        reasons.push(Reason::SecretsChanged {
+            old: om.secrets.clone(),
+            new: nm.secrets.clone(),
         });
     }
     if om.platform != nm.platform {

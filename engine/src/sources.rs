@@ -32,6 +32,8 @@ pub struct Reads {
     pub remote: Vec<RemoteSource>,
     /// Why the image cannot be cached (an `ADD <url>` without `--checksum`).
     pub uncacheable: Vec<String>,
+    /// The ids of the `RUN --mount=type=secret` mounts of the stages the build runs.
+    pub secrets: std::collections::BTreeSet<String>,
 }
 
 /// One context source.
@@ -357,6 +359,11 @@ pub fn reads(
                                 written: raw.to_string(),
                                 line: ins.line,
                             }),
+                            (_, "secret") => {
+                                if let Some(id) = mount.secret_id() {
+                                    out.secrets.insert(id);
+                                }
+                            }
                             (Some(from), _)
                                 if df.stage_by_reference(from).is_none() && from != "scratch" =>
                             {

@@ -383,6 +383,7 @@ impl Docker {
         builder: Option<&BuildxBuilder>,
         req: &BuildRequest,
         iid: &Path,
+        secrets: &[String],
     ) -> Vec<std::ffi::OsString> {
         let mut a: Vec<std::ffi::OsString> = Vec::new();
         if builder.is_some_and(BuildxBuilder::needs_load) {
@@ -414,6 +415,10 @@ impl Docker {
         if let Some(p) = &req.platform {
             a.push("--platform".into());
             a.push(p.into());
+        }
+        for s in secrets {
+            a.push("--secret".into());
+            a.push(s.into());
         }
         a.push("-".into());
         a
@@ -620,6 +625,72 @@ pub fn step_of(line: &str) -> Option<String> {
     None
 }
 
+impl Docker {
+    /// The `--secret` values of a build: `id=…,env=…` (the client reads the variable: the value
+    /// is written nowhere) or `id=…,src=…`. A variable that is not set or a file that cannot be
+    /// read is an error naming the id; so is a secret with a builder that cannot pass one.
+    fn secret_args(&self, req: &BuildRequest) -> std::result::Result<Vec<String>, String> {
+        use crate::config::SecretFrom;
+        if req.secrets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = req.secrets.iter().map(|s| s.id.as_str()).collect();
+        if self.mode == BuildMode::Legacy {
+            let builder = if self.podman {
+                "Podman's Docker-compatible build endpoint"
+            } else {
+                "the legacy builder"
+            };
+            return Err(format!(
+                "`{}` mounts BuildKit secrets ({}), which {builder} cannot pass\n  hint: build with BuildKit (a Docker client with the buildx plugin, or DOCKER_BUILDKIT=1 with Docker 18.09 or later)",
+                req.dockerfile,
+                ids.join(", ")
+            ));
+        }
+        let mut out = Vec::new();
+        for s in &req.secrets {
+            match &s.from {
+                SecretFrom::Env(var) => {
+                    if std::env::var_os(var).is_none() {
+                        return Err(format!(
+                            "secret `{}`: the variable `{var}` is not set\n  hint: set `{var}` to the secret's value, or change `{}` under `[secrets]` in images.toml",
+                            s.id, s.id
+                        ));
+                    }
+                    out.push(format!("id={},env={var}", s.id));
+                }
+                SecretFrom::File(path) => {
+                    let ok = std::fs::metadata(path).map(|m| m.is_file());
+                    let shown = path.display();
+                    match ok {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(format!(
+                                "secret `{}`: `{shown}` is not a file\n  hint: point `{}` under `[secrets]` in images.toml at the file holding the secret",
+                                s.id, s.id
+                            ))
+                        }
+                        Err(e) => {
+                            return Err(format!(
+                                "secret `{}`: cannot read `{shown}`: {e}\n  hint: create the file, or point `{}` under `[secrets]` in images.toml at another",
+                                s.id, s.id
+                            ))
+                        }
+                    }
+                    let Some(p) = path.to_str().filter(|p| !p.contains([',', '"', '\n'])) else {
+                        return Err(format!(
+                            "secret `{}`: the path `{shown}` cannot be passed to `docker build --secret`\n  hint: move the file to a path without commas, quotes or newlines",
+                            s.id
+                        ));
+                    };
+                    out.push(format!("id={},src={p}", s.id));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Builder for Docker {
     fn build(
         &self,
@@ -641,7 +712,8 @@ impl Builder for Docker {
         ));
         let _ = std::fs::remove_file(&iid);
         let mut cmd = self.cmd();
-        cmd.args(self.build_args(self.buildx_builder(), req, &iid));
+        let secrets = self.secret_args(req).map_err(|m| fail(m, b""))?;
+        cmd.args(self.build_args(self.buildx_builder(), req, &iid, &secrets));
         self.trace.command(&cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -906,6 +978,7 @@ mod tests {
             dockerfile: "services/a/Dockerfile".into(),
             labels: [("k".to_string(), "v".to_string())].into(),
             build_args: Default::default(),
+            secrets: Vec::new(),
             target: None,
             platform: None,
             work_dir: PathBuf::from("/w"),
@@ -914,7 +987,7 @@ mod tests {
         let args = |inspect: &str| -> Vec<String> {
             let b = BuildxBuilder::parse(inspect);
             docker
-                .build_args(b.as_ref(), &req, Path::new("/w/a.iid"))
+                .build_args(b.as_ref(), &req, Path::new("/w/a.iid"), &[])
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect()
@@ -931,7 +1004,7 @@ mod tests {
         assert_eq!(own[..2], ["build", "--progress=plain"]);
         assert!(!own.iter().any(|a| a == "--load"));
         // No buildx at all (a 20.10 client with DOCKER_BUILDKIT=1): a plain `docker build`.
-        let plain = docker.build_args(None, &req, Path::new("/w/a.iid"));
+        let plain = docker.build_args(None, &req, Path::new("/w/a.iid"), &[]);
         assert_eq!(plain[0], "build");
         assert!(!plain.iter().any(|a| a == "--load"));
     }

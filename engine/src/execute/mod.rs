@@ -33,6 +33,8 @@ pub struct BuildRequest {
     pub dockerfile: String,
     pub labels: BTreeMap<String, String>,
     pub build_args: BTreeMap<String, String>,
+    /// The BuildKit secrets the build mounts (ids and where their values are; never the values).
+    pub secrets: Vec<crate::config::Secret>,
     pub target: Option<String>,
     pub platform: Option<String>,
     /// A directory for the backend's scratch files.

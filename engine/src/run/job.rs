@@ -114,6 +114,7 @@ impl Job {
             dockerfile: self.dockerfile.clone(),
             labels: BTreeMap::from([(KEY_LABEL.to_string(), self.key.to_hex())]),
             build_args: self.inputs.build_args.values().clone(),
+            secrets: self.inputs.secrets.clone(),
             target: m.target.clone(),
             platform: self.inputs.platform_flag.clone(),
             work_dir,

@@ -254,3 +254,241 @@ fn a_refused_context_fails_its_service_alone_in_the_plan() {
     assert!(!all.contains("npm_Secr3tValue"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+/// Every file under `dir`, read whole (any kind of file: records, blobs, logs, caches).
+fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let e = e.expect("entry");
+            let t = e.file_type().expect("type");
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                let bytes = if t.is_symlink() {
+                    std::fs::read_link(e.path())
+                        .expect("link")
+                        .into_os_string()
+                        .into_encoded_bytes()
+                } else {
+                    std::fs::read(e.path()).expect("read")
+                };
+                out.push((e.path(), bytes));
+            }
+        }
+    }
+    out
+}
+
+fn holds(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// `sha256sum` of some bytes, as the tool says it (an oracle the engine does not share).
+fn sha256sum(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write");
+    let out = c.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// BuildKit secrets from a variable and from a file reach the build's `RUN --mount=type=secret`
+/// (the image holds their `sha256sum`, checked against the tool's), and neither they nor a build
+/// argument's value appear in any output (text, `--json`, `explain`, reasons, the logs of a good
+/// and of a failed build) or in any file under the cache directory. A cached image needs no
+/// secret; a build without its variable fails naming the id; the cache verifies clean.
+#[test]
+fn canaries_of_build_args_and_secrets_leak_nowhere() {
+    tests::require_docker();
+    let _guard = tests::docker_lock();
+    let pid = std::process::id();
+    let prefix = format!("kct-{pid}-sec-");
+    let arg = format!("npm_argcanary_{pid}_0f1e2d3c4b5a");
+    let env_secret = format!("//npm.acme.test/:_authToken=npm_envcanary_{pid}_a1b2c3d4\n");
+    let file_secret = format!("machine git.acme.test login ci password filecanary_{pid}_9z8y7x\n");
+    let canaries = [
+        arg.clone(),
+        format!("npm_envcanary_{pid}_a1b2c3d4"),
+        format!("filecanary_{pid}_9z8y7x"),
+    ];
+    let fx = tests::project()
+        .shared()
+        .service("app", &[])
+        .service("broken", &[])
+        .file(".gitignore", ".images-cache\n")
+        .build();
+    fx.write(
+        "services/app/Dockerfile",
+        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true --mount=type=secret,id=netrc,target=/root/.netrc,required=true \\\n    sh -c 'test -n \"$NPM_TOKEN\" && sha256sum /run/secrets/npmrc /root/.netrc | cut -c1-64 > /secrets.sha'\nCOPY services/app/src /src\n",
+    );
+    // A build that fails after reading its secret: its log is kept under `logs/`.
+    fx.write(
+        "services/broken/Dockerfile",
+        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true sh -c 'wc -c /run/secrets/npmrc; echo \"token of ${#NPM_TOKEN} bytes\"; exit 3'\n",
+    );
+    let outside = tempfile::tempdir().expect("tempdir");
+    let netrc = outside.path().join("netrc");
+    std::fs::write(&netrc, &file_secret).expect("write");
+    let config = |arg: &str| {
+        format!(
+            "[images]\nprefix = \"{prefix}\"\nbuild-args = {{ NPM_TOKEN = \"{arg}\" }}\n\n[secrets]\nnpmrc = {{ env = \"KC_TEST_NPMRC\" }}\nnetrc = {{ file = \"{}\" }}\n",
+            netrc.display()
+        )
+    };
+    fx.write("images.toml", &config(&arg));
+    let with_env = |args: &[&str]| {
+        let mut c = Command::new(tests::xtask_bin());
+        c.current_dir(fx.root())
+            .args(["--root"])
+            .arg(fx.root())
+            .args(args)
+            .env_remove("IMAGES_ROOT")
+            .env_remove("IMAGES_CACHE_DIR")
+            .env("KC_TEST_NPMRC", &env_secret);
+        c.output().expect("xtask")
+    };
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    fn keep_in(outputs: &mut Vec<(String, Vec<u8>)>, what: &str, o: &std::process::Output) {
+        outputs.push((format!("{what} stdout"), o.stdout.clone()));
+        outputs.push((format!("{what} stderr"), o.stderr.clone()));
+    }
+    macro_rules! keep {
+        ($what:expr, $o:expr) => {
+            keep_in(&mut outputs, $what, $o)
+        };
+    }
+
+    let built = with_env(&["images", "--json", "--no-verify"]);
+    keep!("images --json", &built);
+    assert_eq!(built.status.code(), Some(1), "broken fails");
+    let json: serde_json::Value = serde_json::from_slice(&built.stdout).expect("json");
+    let action = |j: &serde_json::Value, s: &str| {
+        j["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["service"] == s)
+            .map(|i| i["action"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(action(&json, "app"), "built", "{json:#}");
+    assert_eq!(action(&json, "broken"), "failed", "{json:#}");
+    // The secrets reached the build: the image holds their digests, as sha256sum computes them.
+    let image = format!("{prefix}app:latest");
+    let shas = tests::docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "cat",
+        "/secrets.sha",
+    ]);
+    assert_eq!(
+        shas.lines().collect::<Vec<_>>(),
+        [
+            sha256sum(env_secret.as_bytes()),
+            sha256sum(file_secret.as_bytes())
+        ]
+    );
+
+    // The other outputs: the plain text run (cached), a dry run, explain both ways.
+    let text = with_env(&["images", "--no-verify"]);
+    keep!("images", &text);
+    assert!(text.status.code() == Some(1));
+    for args in [
+        &["explain", "app"][..],
+        &["explain", "app", "--json"],
+        &["cache", "stats"],
+    ] {
+        let o = with_env(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        keep!(&args.join(" "), &o);
+    }
+    let explain = String::from_utf8_lossy(&outputs[outputs.len() - 6].1).into_owned();
+    assert!(
+        explain.contains("secrets     netrc, npmrc (ids)"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("build arg   NPM_TOKEN (value "),
+        "{explain}"
+    );
+
+    // A cached image needs no secret: without the variable, `app` is cached.
+    let o = tests::xtask(fx.root(), &["images", "app", "--json", "--no-verify"]);
+    keep!("images app (no variable)", &o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(action(&j, "app"), "cached");
+    // A build does: it fails naming the id and the variable, before Docker runs.
+    let o = tests::xtask(fx.root(), &["images", "app", "--force", "--no-verify"]);
+    keep!("images app --force (no variable)", &o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("secret `npmrc`: the variable `KC_TEST_NPMRC` is not set"),
+        "{stderr}"
+    );
+
+    // A new value of the build argument: the reason names it, never either value.
+    fx.write("images.toml", &config(&format!("{arg}_new")));
+    let o = with_env(&["images", "--dry-run", "--json", "app"]);
+    keep!("images --dry-run --json (new arg)", &o);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(action(&j, "app"), "build");
+    let reasons = j["images"][0]["reasons"].to_string();
+    assert!(reasons.contains("NPM_TOKEN"), "{reasons}");
+    let o = with_env(&["images", "--dry-run", "app"]);
+    keep!("images --dry-run (new arg)", &o);
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("build arg NPM_TOKEN changed"), "{text}");
+
+    // `verify` reads the image's layers and keeps its report in the cache directory.
+    let v = with_env(&["verify", "app", "--json"]);
+    keep!("verify app --json", &v);
+    let v = with_env(&["cache", "verify"]);
+    keep!("cache verify", &v);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+
+    // No output and no file of the cache directory holds a canary.
+    for (what, bytes) in &outputs {
+        for c in &canaries {
+            assert!(
+                !holds(bytes, c),
+                "{what} holds {c}:\n{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    let files = every_file(&fx.path(".images-cache"));
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().contains("/logs/broken-")),
+        "the failed build's log is kept: {:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    assert!(files.len() > 5, "records, blobs, logs, caches");
+    for (p, bytes) in &files {
+        for c in &canaries {
+            assert!(!holds(bytes, c), "{} holds {c}", p.display());
+        }
+    }
+    tests::remove_images(&prefix);
+}

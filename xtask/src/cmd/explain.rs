@@ -112,6 +112,10 @@ impl Args {
         for (name, d) in &img.manifest.build_args {
             println!("build arg   {name} (value {}, not shown)", d.short(12));
         }
+        if !img.manifest.secrets.is_empty() {
+            // Ids only: a secret's value is neither keyed nor shown.
+            println!("secrets     {} (ids)", img.manifest.secrets.join(", "));
+        }
         println!(
             "target      {}",
             img.manifest.target.as_deref().unwrap_or("(last stage)")
