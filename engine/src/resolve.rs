@@ -123,6 +123,24 @@ impl Root {
         Ok(bytes)
     }
 
+    /// The regular file at `rel` (its real path: no component a symlink), opened for reading
+    /// without following a symlink and without blocking on a fifo: whatever was swapped in at
+    /// that path since it was listed, the file read is beneath the root, or the open fails.
+    pub fn open_file(&self, rel: &str) -> io::Result<std::fs::File> {
+        let (dir, name) = self.parent(rel)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+
     /// The names in the directory at `rel` (its real path), sorted, with their kinds.
     pub fn list(&self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
         let mut dir = rustix::fs::Dir::new(self.open_dir(rel)?)?;

@@ -625,6 +625,30 @@ pub fn step_of(line: &str) -> Option<String> {
     None
 }
 
+/// Removes a file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// The last line of a build's output saying a disk is full (`no space left on device`, which
+/// names the path it could not write), trimmed.
+pub fn disk_full(log: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(log);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("no space left on device"))?;
+    let line = line.trim();
+    Some(match line.char_indices().nth(400) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    })
+}
+
 impl Docker {
     /// The `--secret` values of a build: `id=…,env=…` (the client reads the variable: the value
     /// is written nowhere) or `id=…,src=…`. A variable that is not set or a file that cannot be
@@ -711,6 +735,9 @@ impl Builder for Docker {
             BUILDS.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&iid);
+        // Removed however the build ends: no empty image-id file stays behind (a full disk, a
+        // failed or interrupted build).
+        let _iid_guard = RemoveOnDrop(&iid);
         let mut cmd = self.cmd();
         let secrets = self.secret_args(req).map_err(|m| fail(m, b""))?;
         cmd.args(self.build_args(self.buildx_builder(), req, &iid, &secrets));
@@ -812,21 +839,25 @@ impl Builder for Docker {
             return Err(fail(e, &log));
         }
         if !status.success() {
-            return Err(fail(
-                format!(
-                    "`docker build` exited with {}",
-                    status
-                        .code()
-                        .map(|c| format!("code {c}"))
-                        .unwrap_or_else(|| "a signal".to_string())
+            let exited = format!(
+                "`docker build` exited with {}",
+                status
+                    .code()
+                    .map(|c| format!("code {c}"))
+                    .unwrap_or_else(|| "a signal".to_string())
+            );
+            let message = match disk_full(&log) {
+                Some(line) => format!(
+                    "{exited}: a disk is full: {line}\n  hint: free space where that path is: the Docker engine's data (`docker system df`, `docker builder prune`) or the cache directory `{}` (`cargo xtask cache gc`)",
+                    req.work_dir.parent().unwrap_or(&req.work_dir).display()
                 ),
-                &log,
-            ));
+                None => exited,
+            };
+            return Err(fail(message, &log));
         }
         let image_id = std::fs::read_to_string(&iid)
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let _ = std::fs::remove_file(&iid);
         if !image_id.starts_with("sha256:") {
             return Err(fail(
                 "`docker build` succeeded but wrote no image id".to_string(),

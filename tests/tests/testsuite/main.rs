@@ -12,6 +12,7 @@ mod deps;
 mod differential;
 mod discover;
 mod errors;
+mod hardening;
 mod isolation;
 mod keys;
 mod lockfile_e2e;
