@@ -391,6 +391,55 @@ mod tests {
         );
     }
 
+    /// `[secrets]` holds the guard's `allow` and secret ids side by side; each id is a variable
+    /// or a file, checked when read.
+    #[test]
+    fn secrets_are_ids_with_a_variable_or_a_file() {
+        let c = Config::parse(
+            Path::new("images.toml"),
+            "[secrets]\nallow = [\"x/**\"]\nnpmrc = { env = \"NPMRC\" }\nnetrc = { file = \"keys/netrc\" }\n",
+        )
+        .expect("parse");
+        assert_eq!(c.secrets.allow, ["x/**"]);
+        let s = c.secrets(Path::new("/repo")).expect("secrets");
+        assert_eq!(s["npmrc"].from, SecretFrom::Env("NPMRC".into()));
+        assert_eq!(
+            s["netrc"].from,
+            SecretFrom::File(PathBuf::from("/repo/keys/netrc"))
+        );
+        for (toml, says) in [
+            (
+                "a = { env = \"X\", file = \"y\" }",
+                "exactly one of `env` and `file`",
+            ),
+            ("a = {}", "exactly one of `env` and `file`"),
+            ("a = { env = \"1X\" }", "`1X` is not a variable name"),
+            ("a = { env = \"X-Y\" }", "`X-Y` is not a variable name"),
+            (
+                "\"a,b\" = { env = \"X\" }",
+                "`a,b` is not a valid secret id",
+            ),
+            (
+                "a = { file = \"x,src=/etc/shadow\" }",
+                "cannot be a secret's file",
+            ),
+        ] {
+            let c = Config::parse(Path::new("images.toml"), &format!("[secrets]\n{toml}\n"))
+                .expect("parse");
+            let e = c.secrets(Path::new("/repo")).expect_err(toml).to_string();
+            assert!(
+                e.contains("/repo/images.toml") && e.contains(says),
+                "{toml}: {e}"
+            );
+        }
+        // A value that is neither a table nor the allow list is a parse error (serde's flatten
+        // loses the line: it names the value).
+        let e = Config::parse(Path::new("images.toml"), "[secrets]\n\nnpmrc = \"NPMRC\"\n")
+            .expect_err("not a table")
+            .to_string();
+        assert!(e.contains("images.toml") && e.contains("\"NPMRC\""), "{e}");
+    }
+
     #[test]
     fn unknown_field_names_line() {
         let err = Config::parse(Path::new("images.toml"), "[images]\n\nprefx = \"x\"\n")

@@ -156,6 +156,17 @@ fn the_allow_list_takes_paths_and_globs_relative_to_the_root() {
     assert!(e.contains("[secrets] allow: `services/[x`"), "{e}");
 }
 
+/// Every kind round-trips through the byte the stat cache keeps; 0 stays "not judged".
+#[test]
+fn verdicts_fit_in_a_byte() {
+    assert_eq!(decode(0), None);
+    assert_eq!(decode(code(None)), Some(None));
+    for k in KINDS {
+        assert_eq!(decode(code(Some(k))), Some(Some(*k)), "{k}");
+    }
+    assert_eq!(decode(u8::MAX), Some(Some("a credential")));
+}
+
 #[test]
 fn the_guard_names_the_file_and_both_ways_out() {
     let allow = Allow::new(&["services/api/test/fake.key".to_string()]).expect("allow");

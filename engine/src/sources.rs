@@ -460,6 +460,17 @@ mod tests {
         assert!(reads_of("FROM node:18-alpine\nENV P=$PATH\nCOPY $P/a /\n", &[], None).is_err());
     }
 
+    /// The ids of secret mounts (by `id`, else the base name of `target`, as BuildKit names
+    /// them), in the stages the build runs only, `ARG`s substituted.
+    #[test]
+    fn secret_mounts_are_read_in_the_stages_the_build_runs() {
+        let text = "FROM node:18-alpine AS deps\nARG ID=npmrc\nRUN --mount=type=secret,id=$ID,target=/root/.npmrc --mount=type=secret,target=/run/secrets/netrc --mount=type=cache,target=/c true\nFROM deps AS unused\nRUN --mount=type=secret,id=other true\nFROM deps AS runtime\nRUN --mount=type=secret,id=gh,required=true true\n";
+        let r = reads_of(text, &[], Some("runtime")).expect("reads");
+        let ids: Vec<&str> = r.secrets.iter().map(String::as_str).collect();
+        assert_eq!(ids, ["gh", "netrc", "npmrc"]);
+        assert!(paths(&r).is_empty(), "a secret mount reads no context path");
+    }
+
     #[test]
     fn only_the_stages_the_target_needs() {
         let text = "FROM node:18-alpine AS base\nCOPY a /a\nFROM base AS test\nCOPY tests /t\nFROM python:3 AS other\nCOPY other /o\nFROM base AS runtime\nCOPY --from=other /o /o\nCOPY --from=redis:7 /x /x\nRUN --mount=type=bind,source=mnt,target=/m --mount=type=cache,target=/c true\n";

@@ -1041,6 +1041,16 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_found_in_the_log_with_its_path() {
+        let log = b"#7 [2/2] COPY x /x\n#7 ERROR: failed to copy: write /var/lib/docker/tmp/x: No space left on device\n------\nerror: exit status 1\n";
+        assert_eq!(
+            disk_full(log).as_deref(),
+            Some("#7 ERROR: failed to copy: write /var/lib/docker/tmp/x: No space left on device")
+        );
+        assert_eq!(disk_full(b"#1 DONE\n"), None);
+    }
+
+    #[test]
     fn steps_from_both_builders() {
         assert_eq!(
             step_of("Step 3/20 : RUN pnpm install").as_deref(),

@@ -347,3 +347,76 @@ fn a_full_disk_is_said_with_its_path_and_the_run_goes_on() {
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
     tests::remove_images(&prefix);
 }
+
+/// The case: a record path that is a directory (here with a file inside, and a blob
+/// path that is a symlink, and a pointer that is a fifo). `cache verify` reports each and exits
+/// 1, then is clean; `cache gc --all` removes what was moved aside; the store takes new records.
+#[test]
+fn cache_verify_and_gc_clean_up_entries_that_are_not_files() {
+    let fx = tests::project().shared().service("app", &[]).build();
+    let cache = fx.path(".images-cache");
+    let a = tests::analyze_ok(fx.root());
+    let store = cache::Store::open(&cache).expect("open");
+    let record = engine::record::record_analysed(&store, &a, a.images[0].service, "sha256:00", 1)
+        .expect("record");
+    let key = record.key.clone();
+    let rec = cache
+        .join("v1/records")
+        .join(&key[..2])
+        .join(format!("{key}.json"));
+    std::fs::remove_file(&rec).expect("rm");
+    std::fs::create_dir_all(rec.join("x")).expect("a directory at the record's path");
+    let blob = cache
+        .join("v1/blobs")
+        .join(&record.manifest[..2])
+        .join(&record.manifest);
+    std::fs::rename(&blob, fx.path("elsewhere")).expect("mv");
+    std::os::unix::fs::symlink(fx.path("elsewhere"), &blob).expect("symlink");
+    let pointer = cache.join("v1/services/app.json");
+    std::fs::remove_file(&pointer).expect("rm");
+    assert!(Command::new("mkfifo")
+        .arg(&pointer)
+        .status()
+        .expect("mkfifo")
+        .success());
+
+    let v = xtask(fx.root(), &["cache", "verify"]);
+    let stderr = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(1), "{stderr}");
+    for (path, what) in [
+        (&rec, "a directory"),
+        (&blob, "a symlink"),
+        (&pointer, "a fifo"),
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "`{}` is corrupt (it is {what}, not a regular file)",
+                path.display()
+            )),
+            "{stderr}"
+        );
+    }
+    let v = xtask(fx.root(), &["cache", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let gc = xtask(fx.root(), &["--json", "cache", "gc", "--all"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    assert_eq!(report["corrupt_removed"], 3, "{report:#}");
+    assert_eq!(
+        std::fs::read_dir(cache.join("v1/corrupt"))
+            .expect("ls")
+            .count(),
+        0
+    );
+    assert!(fx.path("elsewhere").is_file(), "gc follows no symlink");
+    let store = cache::Store::open(&cache).expect("open");
+    engine::record::record_analysed(&store, &a, a.images[0].service, "sha256:00", 1)
+        .expect("record");
+    assert!(store.get_record(&key).expect("get").is_some());
+    let v = xtask(fx.root(), &["cache", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
