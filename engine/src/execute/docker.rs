@@ -625,6 +625,58 @@ pub fn step_of(line: &str) -> Option<String> {
     None
 }
 
+/// The values of a build's secrets as they could show in its output (a step that prints one):
+/// each whole value and each of its lines of 8 bytes or more, trimmed, longest first, with what
+/// replaces it (`[secret <id>]`).
+fn secret_needles(secrets: &[crate::config::Secret]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::config::SecretFrom;
+    use std::os::unix::ffi::OsStringExt;
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for s in secrets {
+        let value = match &s.from {
+            SecretFrom::Env(var) => std::env::var_os(var).map(OsStringExt::into_vec),
+            SecretFrom::File(p) => std::fs::File::open(p).ok().and_then(|f| {
+                let mut v = Vec::new();
+                f.take(1 << 20).read_to_end(&mut v).ok().map(|_| v)
+            }),
+        };
+        let Some(value) = value else { continue };
+        let with = format!("[secret {}]", s.id).into_bytes();
+        let mut parts = vec![value.trim_ascii().to_vec()];
+        parts.extend(
+            value
+                .split(|&b| b == b'\n')
+                .map(|l| l.trim_ascii().to_vec()),
+        );
+        for p in parts {
+            if p.len() >= 8 && !out.iter().any(|(n, _)| *n == p) {
+                out.push((p, with.clone()));
+            }
+        }
+    }
+    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out
+}
+
+/// `line` with every secret value in it replaced.
+fn redact(mut line: Vec<u8>, needles: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    for (needle, with) in needles {
+        if memchr::memmem::find(&line, needle).is_none() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(line.len());
+        let mut rest = line.as_slice();
+        while let Some(i) = memchr::memmem::find(rest, needle) {
+            out.extend_from_slice(&rest[..i]);
+            out.extend_from_slice(with);
+            rest = &rest[i + needle.len()..];
+        }
+        out.extend_from_slice(rest);
+        line = out;
+    }
+    line
+}
+
 /// Removes a file when dropped.
 struct RemoveOnDrop<'a>(&'a Path);
 
@@ -755,6 +807,7 @@ impl Builder for Docker {
         })?;
 
         let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let needles = secret_needles(&req.secrets);
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -779,9 +832,11 @@ impl Builder for Docker {
             });
             let pump = |r: Box<dyn Read + Send>| {
                 let log = log.clone();
+                let needles = &needles;
                 move || {
                     for line in BufReader::new(r).split(b'\n') {
                         let Ok(line) = line else { break };
+                        let line = redact(line, needles);
                         if let Ok(mut l) = log.lock() {
                             l.extend_from_slice(&line);
                             l.push(b'\n');
@@ -1038,6 +1093,24 @@ mod tests {
         let plain = docker.build_args(None, &req, Path::new("/w/a.iid"), &[]);
         assert_eq!(plain[0], "build");
         assert!(!plain.iter().any(|a| a == "--load"));
+    }
+
+    #[test]
+    fn secret_values_are_redacted_from_build_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("netrc");
+        std::fs::write(&file, "machine h login u password filecanary123\nshort\n").expect("write");
+        let secrets = [crate::config::Secret {
+            id: "netrc".into(),
+            from: crate::config::SecretFrom::File(file),
+        }];
+        let needles = secret_needles(&secrets);
+        let line = b"#5 0.3 machine h login u password filecanary123 and short".to_vec();
+        assert_eq!(
+            String::from_utf8(redact(line, &needles)).expect("utf-8"),
+            "#5 0.3 [secret netrc] and short"
+        );
+        assert_eq!(redact(b"nothing here".to_vec(), &needles), b"nothing here");
     }
 
     #[test]

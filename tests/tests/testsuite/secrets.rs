@@ -331,10 +331,11 @@ fn canaries_of_build_args_and_secrets_leak_nowhere() {
         "services/app/Dockerfile",
         "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true --mount=type=secret,id=netrc,target=/root/.netrc,required=true \\\n    sh -c 'test -n \"$NPM_TOKEN\" && sha256sum /run/secrets/npmrc /root/.netrc | cut -c1-64 > /secrets.sha'\nCOPY services/app/src /src\n",
     );
-    // A build that fails after reading its secret: its log is kept under `logs/`.
+    // A build that fails after printing its secrets (a careless step): its log, kept under
+    // `logs/`, holds them redacted.
     fx.write(
         "services/broken/Dockerfile",
-        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true sh -c 'wc -c /run/secrets/npmrc; echo \"token of ${#NPM_TOKEN} bytes\"; exit 3'\n",
+        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true --mount=type=secret,id=netrc,required=true sh -c 'cat /run/secrets/npmrc /run/secrets/netrc; echo \"token of ${#NPM_TOKEN} bytes\"; exit 3'\n",
     );
     let outside = tempfile::tempdir().expect("tempdir");
     let netrc = outside.path().join("netrc");
@@ -477,6 +478,15 @@ fn canaries_of_build_args_and_secrets_leak_nowhere() {
         }
     }
     let files = every_file(&fx.path(".images-cache"));
+    let broken_log = files
+        .iter()
+        .find(|(p, _)| p.to_string_lossy().contains("/logs/broken-"))
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    assert!(
+        broken_log.contains("[secret npmrc]") && broken_log.contains("[secret netrc]"),
+        "the step printed both secrets, redacted in the log: {broken_log}"
+    );
     assert!(
         files
             .iter()
