@@ -654,7 +654,7 @@ fn secret_needles(secrets: &[crate::config::Secret]) -> Vec<(Vec<u8>, Vec<u8>)> 
             }
         }
     }
-    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out.sort_by_key(|n| std::cmp::Reverse(n.0.len()));
     out
 }
 
