@@ -17,7 +17,9 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
 /// `.env`, `cert` a PKCS#12 store. `ok` holds the look-alikes that are not credentials.
 fn hostile() -> Fixture {
     let mut p = tests::project().shared();
-    for s in ["ok", "api", "web", "pay", "env", "cert"] {
+    for s in [
+        "ok", "api", "web", "pay", "env", "cert", "aws", "yarn", "git", "net",
+    ] {
         p = p.service(s, &[]);
     }
     let fx = p.build();
@@ -51,6 +53,22 @@ fn hostile() -> Fixture {
         "@acme:registry=https://npm.acme.test/\n//npm.acme.test/:_authToken=npm_Secr3tValue0123456789\n",
     );
     fx.write("services/env/.env.production", "DB_PASSWORD=hunter2\n");
+    fx.write(
+        "services/aws/src/.aws/credentials",
+        "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = abc\n",
+    );
+    fx.write(
+        "services/yarn/.yarnrc.yml",
+        "npmScopes:\n  acme:\n    npmAuthToken: \"npm_yarnLiteral0123456789\"\n",
+    );
+    fx.write(
+        "services/git/.git-credentials",
+        "https://ci:ghp_literal0123456789@github.com\n",
+    );
+    fx.write(
+        "services/net/src/.netrc",
+        "machine git.acme.test login ci password x\n",
+    );
     let cert = fx.path("services/cert");
     run(
         &cert,
@@ -134,14 +152,26 @@ fn credentials_in_contexts_are_refused_at_plan_time_and_the_rest_goes_on() {
     let fx = hostile();
     let expect = [
         ("api", "services/api/id_rsa", "an SSH private key"),
+        (
+            "aws",
+            "services/aws/src/.aws/credentials",
+            "AWS credentials",
+        ),
         ("cert", "services/cert/client.pfx", "a PKCS#12 key store"),
         ("env", "services/env/.env.production", "an environment file"),
+        ("git", "services/git/.git-credentials", "git credentials"),
+        ("net", "services/net/src/.netrc", "a .netrc file"),
         (
             "pay",
             "services/pay/.npmrc",
             "an .npmrc holding a registry token",
         ),
         ("web", "services/web/src/settings.dat", "a private key"),
+        (
+            "yarn",
+            "services/yarn/.yarnrc.yml",
+            "a .yarnrc.yml holding a registry token",
+        ),
     ];
     // Cold, then warm (the verdicts come from the stat cache, nothing is read again).
     for round in ["cold", "warm"] {
@@ -191,7 +221,12 @@ fn credentials_in_contexts_are_refused_at_plan_time_and_the_rest_goes_on() {
     );
     let a = tests::analyze(fx.root());
     let names: Vec<String> = failures(&a).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["cert", "env"], "{:#?}", failures(&a));
+    assert_eq!(
+        names,
+        ["aws", "cert", "env", "git", "net", "yarn"],
+        "{:#?}",
+        failures(&a)
+    );
     let api = a
         .images
         .iter()
@@ -213,7 +248,7 @@ fn credentials_in_contexts_are_refused_at_plan_time_and_the_rest_goes_on() {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    assert_eq!(names, ["cert", "env", "ok"]);
+    assert_eq!(names, ["aws", "cert", "env", "git", "net", "ok", "yarn"]);
 }
 
 /// Through the CLI: the refused services fail alone (exit 1, their error on stderr and in the
@@ -240,7 +275,9 @@ fn a_refused_context_fails_its_service_alone_in_the_plan() {
             .unwrap_or_default()
     };
     assert_eq!(action("ok"), "build", "{json:#}");
-    for s in ["api", "web", "pay", "env", "cert"] {
+    for s in [
+        "api", "web", "pay", "env", "cert", "aws", "yarn", "git", "net",
+    ] {
         assert_eq!(action(s), "failed", "{s}: {json:#}");
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
