@@ -94,13 +94,26 @@ impl std::fmt::Debug for Tracer {
 impl Tracer {
     fn command(&self, cmd: &Command) {
         if let Some(f) = &self.0 {
-            let argv: Vec<String> = std::iter::once(cmd.get_program())
-                .chain(cmd.get_args())
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            f(&argv);
+            f(&traced_argv(cmd));
         }
     }
+}
+
+/// A command's argument vector as a trace shows it: a build argument's value is not shown
+/// (`--build-arg NAME=<value not shown>`); `--secret` says an id and where its value is, never
+/// the value
+fn traced_argv(cmd: &Command) -> Vec<String> {
+    let mut out: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
+    let mut masked = false;
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy().into_owned();
+        out.push(match (masked, a.split_once('=')) {
+            (true, Some((k, _))) => format!("{k}=<value not shown>"),
+            _ => a.clone(),
+        });
+        masked = a == "--build-arg";
+    }
+    out
 }
 
 fn client_version(client: &Path) -> Option<String> {
@@ -404,9 +417,9 @@ impl Docker {
             a.push("--label".into());
             a.push(format!("{k}={v}").into());
         }
-        for (k, v) in &req.build_args {
+        for f in build_arg_flags(&req.build_args).0 {
             a.push("--build-arg".into());
-            a.push(format!("{k}={v}").into());
+            a.push(f.into());
         }
         if let Some(t) = &req.target {
             a.push("--target".into());
@@ -677,6 +690,47 @@ fn redact(mut line: Vec<u8>, needles: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     line
 }
 
+/// The `--build-arg` values of a build, and the variables to set for the client: a value goes
+/// through the client's environment (`--build-arg NAME` reads it there), so it is not on a
+/// command line any local user can read in `/proc`; only a name the client itself reads
+/// (`PATH`, `HOME`, `DOCKER_*`, proxies, ...) or one that is not a variable name stays `NAME=value`.
+pub fn build_arg_flags(
+    args: &std::collections::BTreeMap<String, String>,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut flags = Vec::new();
+    let mut env = Vec::new();
+    for (k, v) in args {
+        let name_ok = k
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let upper = k.to_ascii_uppercase();
+        let client_reads = ["PATH", "HOME", "USER", "TMPDIR", "SHELL", "LANG", "TZ"]
+            .contains(&upper.as_str())
+            || [
+                "DOCKER_",
+                "BUILDKIT_",
+                "BUILDX_",
+                "SSL_",
+                "XDG_",
+                "LC_",
+                "GO",
+                "OTEL_",
+            ]
+            .iter()
+            .any(|p| upper.starts_with(p))
+            || upper.ends_with("_PROXY");
+        if name_ok && !client_reads && !v.contains('\0') {
+            flags.push(k.clone());
+            env.push((k.clone(), v.clone()));
+        } else {
+            flags.push(format!("{k}={v}"));
+        }
+    }
+    (flags, env)
+}
+
 /// Removes a file when dropped.
 struct RemoveOnDrop<'a>(&'a Path);
 
@@ -793,6 +847,8 @@ impl Builder for Docker {
         let mut cmd = self.cmd();
         let secrets = self.secret_args(req).map_err(|m| fail(m, b""))?;
         cmd.args(self.build_args(self.buildx_builder(), req, &iid, &secrets));
+        // Build-arg values the client reads from its environment (see `build_arg_flags`).
+        cmd.envs(build_arg_flags(&req.build_args).1);
         self.trace.command(&cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1093,6 +1149,59 @@ mod tests {
         let plain = docker.build_args(None, &req, Path::new("/w/a.iid"), &[]);
         assert_eq!(plain[0], "build");
         assert!(!plain.iter().any(|a| a == "--load"));
+    }
+
+    #[test]
+    fn build_arg_values_go_through_the_environment() {
+        let args: std::collections::BTreeMap<String, String> = [
+            ("NPM_TOKEN", "npm_value"),
+            ("HTTP_PROXY", "http://p:3128"),
+            ("PATH", "/x"),
+            ("DOCKER_HOST", "tcp://x"),
+            ("a-b", "v"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (flags, env) = build_arg_flags(&args);
+        assert_eq!(
+            flags,
+            [
+                "DOCKER_HOST=tcp://x",
+                "HTTP_PROXY=http://p:3128",
+                "NPM_TOKEN",
+                "PATH=/x",
+                "a-b=v"
+            ]
+        );
+        assert_eq!(env, [("NPM_TOKEN".to_string(), "npm_value".to_string())]);
+    }
+
+    #[test]
+    fn traces_show_no_build_arg_value() {
+        let mut c = Command::new("docker");
+        c.args([
+            "build",
+            "--build-arg",
+            "HTTPS_PROXY=http://u:p@h",
+            "--build-arg",
+            "NPM_TOKEN",
+        ])
+        .args(["--label", "k=v", "-"]);
+        assert_eq!(
+            traced_argv(&c),
+            [
+                "docker",
+                "build",
+                "--build-arg",
+                "HTTPS_PROXY=<value not shown>",
+                "--build-arg",
+                "NPM_TOKEN",
+                "--label",
+                "k=v",
+                "-"
+            ]
+        );
     }
 
     #[test]

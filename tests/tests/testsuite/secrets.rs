@@ -366,7 +366,7 @@ fn canaries_of_build_args_and_secrets_leak_nowhere() {
         .build();
     fx.write(
         "services/app/Dockerfile",
-        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true --mount=type=secret,id=netrc,target=/root/.netrc,required=true \\\n    sh -c 'test -n \"$NPM_TOKEN\" && sha256sum /run/secrets/npmrc /root/.netrc | cut -c1-64 > /secrets.sha'\nCOPY services/app/src /src\n",
+        "FROM node:18-alpine\nARG NPM_TOKEN\nRUN --mount=type=secret,id=npmrc,required=true --mount=type=secret,id=netrc,target=/root/.netrc,required=true \\\n    sh -c 'sha256sum /run/secrets/npmrc /root/.netrc | cut -c1-64 > /secrets.sha && printf %s \"$NPM_TOKEN\" | sha256sum | cut -c1-64 >> /secrets.sha'\nCOPY services/app/src /src\n",
     );
     // A build that fails after printing its secrets (a careless step): its log, kept under
     // `logs/`, holds them redacted.
@@ -421,7 +421,8 @@ fn canaries_of_build_args_and_secrets_leak_nowhere() {
     };
     assert_eq!(action(&json, "app"), "built", "{json:#}");
     assert_eq!(action(&json, "broken"), "failed", "{json:#}");
-    // The secrets reached the build: the image holds their digests, as sha256sum computes them.
+    // The secrets and the build argument reached the build: the image holds their digests, as
+    // sha256sum computes them.
     let image = format!("{prefix}app:latest");
     let shas = tests::docker_ok(&[
         "run",
@@ -436,7 +437,8 @@ fn canaries_of_build_args_and_secrets_leak_nowhere() {
         shas.lines().collect::<Vec<_>>(),
         [
             sha256sum(env_secret.as_bytes()),
-            sha256sum(file_secret.as_bytes())
+            sha256sum(file_secret.as_bytes()),
+            sha256sum(arg.as_bytes())
         ]
     );
 
