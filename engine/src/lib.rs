@@ -35,6 +35,7 @@
 //!   - [`record`]: the record stage (and the failure log);
 //!   - `publish` (private): release tags, by manifest copy or push (where signing will go);
 //!   - [`tags`]: the key label, the key tag, the one tag pair.
+//!   - [`warmup`]: the stage several images of a run share, built once before them.
 //! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
 //! - [`secrets`]: whether a file looks like a credential (verify's `no-secrets`, the context guard).
 //! - [`cachedir`]: `cache stats` and `cache gc` over every part of the cache directory, whose
@@ -76,6 +77,7 @@ pub mod tags;
 mod tier;
 pub mod verify;
 pub mod walk;
+pub mod warmup;
 pub mod watch;
 pub mod workspace;
 

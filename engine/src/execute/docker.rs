@@ -977,6 +977,20 @@ impl Builder for Docker {
         }
         Ok(BuildOutput { image_id, log })
     }
+
+    fn discard(&self, image_id: &str) {
+        // Only while untagged: `rmi` of an id with one tag would remove someone's tag.
+        let tags = self.run_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{len .RepoTags}}",
+            image_id,
+        ]);
+        if tags.is_ok_and(|t| t == "0") {
+            let _ = self.run_ok(&["rmi", image_id]);
+        }
+    }
 }
 
 impl Images for Docker {

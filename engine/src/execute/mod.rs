@@ -63,6 +63,10 @@ pub trait Builder: Sync {
         req: &BuildRequest,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<BuildOutput, BuildError>;
+
+    /// Removes an image this builder made for the run's own use (a warm-up's stage image), if
+    /// nothing else names it.
+    fn discard(&self, _image_id: &str) {}
 }
 
 /// An image of the engine, as the tiers see it.

@@ -350,6 +350,24 @@ pub fn run(
         })
         .collect();
     on_event(Event::Planned(planned.clone()));
+    // A stage several of the images to build share is built once, first (see `warmup`); not
+    // with a registry tier, which may hold the images themselves.
+    if runner.remote.is_none() {
+        let to_build: Vec<usize> = planned
+            .iter()
+            .filter(|p| p.needs_build())
+            .map(|p| p.plan.index)
+            .collect();
+        crate::warmup::run(
+            analysis,
+            &to_build,
+            backend.builder,
+            opts.jobs,
+            opts.cancel.clone(),
+            runner.layout.work(),
+            &sink,
+        );
+    }
     for p in planned {
         let Some(img) = analysis.image(p.plan.index) else {
             continue;
