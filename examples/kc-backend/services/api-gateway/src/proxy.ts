@@ -1,4 +1,4 @@
-import { IncomingMessage, request, ServerResponse } from 'node:http';
+import { Agent, IncomingMessage, request, ServerResponse } from 'node:http';
 import { sendError, type Handler, type Logger } from '@kodingcaravan/shared';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. */
@@ -26,6 +26,15 @@ function forwardHeaders(req: IncomingMessage): Record<string, string | string[]>
   }
   return headers;
 }
+
+/**
+ * One connection per upstream request, never a pooled one: each request looks the
+ * service name up again, and Docker's DNS answers with the replicas of a scaled
+ * service (`docker compose up --scale student-service=3`) in turn, so requests
+ * spread over them. (Node 19+ keeps connections alive by default, which would
+ * send every request to the first replica it reached.)
+ */
+const upstreamAgent = new Agent({ keepAlive: false });
 
 export interface Upstream {
   name: string;
@@ -62,6 +71,7 @@ export function proxyTo(upstream: Upstream, logger: Logger, timeoutMs = 10_000):
           path: target.pathname + target.search,
           headers: forwardHeaders(req),
           timeout: timeoutMs,
+          agent: upstreamAgent,
         },
         (upstreamRes) => {
           const headers: Record<string, string | string[]> = {};
@@ -98,7 +108,7 @@ export function proxyTo(upstream: Upstream, logger: Logger, timeoutMs = 10_000):
 /** GETs `<baseUrl>/health` and reports whether it answered 200 in time. */
 export function checkUpstream(upstream: Upstream, timeoutMs = 2_000): Promise<{ name: string; ok: boolean; status?: number; error?: string }> {
   return new Promise((resolve) => {
-    const req = request(new URL('/health', upstream.baseUrl), { method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request(new URL('/health', upstream.baseUrl), { method: 'GET', timeout: timeoutMs, agent: upstreamAgent }, (res) => {
       res.resume();
       resolve({ name: upstream.name, ok: res.statusCode === 200, status: res.statusCode });
     });
