@@ -589,7 +589,10 @@ impl Drop for ImageCleanup {
 }
 
 fn bench_docker(ctx: &Ctx) -> anyhow::Result<DockerResult> {
-    let docker = std::env::var("DOCKER").unwrap_or_else(|_| "docker".to_string());
+    // The client the engine builds with (`DOCKER`, else the first BuildKit client on PATH), so
+    // that compose builds with it too, not with whatever `docker` comes first on PATH.
+    let detected = peer::engine_client()?;
+    let docker = detected.client.to_string_lossy().into_owned();
     let server = peer::version_of(&docker, &["version", "--format", "{{.Server.Version}}"])
         .context("no Docker engine is reachable\n  hint: run `eval \"$(scripts/docker-env.sh)\"` first, or pass --no-docker")?;
     let client = peer::version_of(&docker, &["version", "--format", "{{.Client.Version}}"])
@@ -619,7 +622,7 @@ fn bench_docker(ctx: &Ctx) -> anyhow::Result<DockerResult> {
         .args(["--json", "images"]);
     let compose_cmd = peer::compose_build(
         &compose,
-        &docker,
+        &detected,
         &example,
         &format!("{tag}compose"),
         &dir.join("bin"),

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
+use engine::execute::docker::{BuildMode, Docker};
+
 use super::measure::Proc;
 
 /// The turborepo release measured (pinned, so that figures compare across runs).
@@ -168,12 +170,33 @@ pub fn find_compose(docker: &str) -> anyhow::Result<Compose> {
     )
 }
 
-/// `docker compose -p <project> -f <file> build --parallel`, with BuildKit through the docker CLI.
-/// The standalone compose runs `docker` from `PATH`: `bin` gets a `docker` link to `docker` (the
-/// client `$DOCKER` names, the one the engine uses) and goes first on its `PATH`.
+/// The Docker client the engine detects (`DOCKER`, else the first `docker` on `PATH` that builds
+/// with BuildKit), with an absolute path: what every Docker figure of the bench runs.
+pub fn engine_client() -> anyhow::Result<Docker> {
+    let mut d = Docker::detect()?;
+    if !d.client.is_absolute() {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join(&d.client))
+            .find(|p| p.is_file());
+        if let Some(p) = found {
+            d.client = p;
+        }
+    }
+    if let Ok(abs) = d.client.canonicalize() {
+        d.client = abs;
+    }
+    Ok(d)
+}
+
+/// `docker compose -p <project> -f <file> build --parallel`, building like the engine does.
+/// The standalone compose (v1) runs the `docker` first on `PATH` for its builds, which may be
+/// another client than the engine's (on this machine: a 28.x client without buildx, which fails
+/// with `BuildKit is enabled but the buildx component is missing`): `bin` gets a `docker` link to
+/// the engine's client and goes first on its `PATH`, and BuildKit is asked for only when that
+/// client has it.
 pub fn compose_build(
     compose: &Compose,
-    docker: &str,
+    docker: &Docker,
     example: &Path,
     project: &str,
     bin: &Path,
@@ -187,18 +210,21 @@ pub fn compose_build(
         .arg("build");
     if compose.prefix.is_empty() {
         p = p.arg("--parallel");
-        if Path::new(docker).is_absolute() {
-            std::fs::create_dir_all(bin)
-                .with_context(|| format!("failed to create `{}`", bin.display()))?;
-            let link = bin.join("docker");
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(docker, &link)
-                .with_context(|| format!("failed to create `{}`", link.display()))?;
-            let path = std::env::var("PATH").unwrap_or_default();
-            p = p.env("PATH", &format!("{}:{path}", bin.display()));
-        }
+        std::fs::create_dir_all(bin)
+            .with_context(|| format!("failed to create `{}`", bin.display()))?;
+        let link = bin.join("docker");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&docker.client, &link)
+            .with_context(|| format!("failed to create `{}`", link.display()))?;
+        let path = std::env::var("PATH").unwrap_or_default();
+        p = p.env("PATH", &format!("{}:{path}", bin.display()));
     }
-    Ok(p.env("DOCKER_BUILDKIT", "1")
+    let buildkit = if docker.mode == BuildMode::Legacy {
+        "0"
+    } else {
+        "1"
+    };
+    Ok(p.env("DOCKER_BUILDKIT", buildkit)
         .env("COMPOSE_DOCKER_CLI_BUILD", "1")
         .cwd(example))
 }
