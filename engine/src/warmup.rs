@@ -40,8 +40,8 @@ pub struct WarmUp {
 struct StageId {
     image: usize,
     name: String,
-    /// The stage and those it depends on.
-    closure: usize,
+    /// The fingerprints of the stage and of those it depends on (built along with it).
+    closure: Vec<[u8; 32]>,
 }
 
 /// The stage to warm up among the images `to_build` (service indices, in build order), if
@@ -90,14 +90,21 @@ pub fn plan(analysis: &Analysis, to_build: &[usize]) -> Option<WarmUp> {
             groups.entry(*print.as_bytes()).or_default().push(StageId {
                 image: s,
                 name: name.clone(),
-                closure: *closure,
+                closure: closure.iter().map(|c| *prints[*c].0.as_bytes()).collect(),
             });
         }
     }
-    let best = groups
-        .into_values()
-        .filter(|g| g.len() >= 2)
-        .max_by_key(|g| (g.len(), g[0].closure, std::cmp::Reverse(g[0].image)))?;
+    // The stage whose one build serves the most builds of a stage: itself and the stages it is
+    // built on, each counted for every image that shares it. Then the one more images share.
+    let sharing = |p: &[u8; 32]| {
+        groups
+            .get(p)
+            .map_or(0, |g| if g.len() >= 2 { g.len() } else { 0 })
+    };
+    let best = groups.values().filter(|g| g.len() >= 2).max_by_key(|g| {
+        let served: usize = g[0].closure.iter().map(sharing).sum();
+        (served, g.len(), std::cmp::Reverse(g[0].image))
+    })?;
     Some(WarmUp {
         leader: best[0].image,
         stage: best[0].name.clone(),
@@ -174,23 +181,19 @@ pub fn run(
 }
 
 /// For each stage: a digest of its text and of the stages it depends on (with the prelude of
-/// global `ARG`s and parser directives, and `settings`), how many stages that covers, and whether
-/// any of them has a `RUN`.
+/// global `ARG`s and parser directives, and `settings`), the stages that covers (itself first),
+/// and whether any of them has a `RUN`.
 fn fingerprints(
     df: &Dockerfile,
     text: &str,
     settings: blake3::Hash,
-) -> Vec<(blake3::Hash, usize, bool)> {
+) -> Vec<(blake3::Hash, Vec<usize>, bool)> {
     let lines: Vec<&str> = text.lines().collect();
     let starts: Vec<usize> = df.stages.iter().map(|s| s.line).collect();
     let prelude = significant(&lines[..starts[0].saturating_sub(1).min(lines.len())], true);
     let mut memo: HashMap<usize, (blake3::Hash, Vec<usize>, bool)> = HashMap::new();
     (0..df.stages.len())
-        .map(|i| {
-            let (h, closure, runs) =
-                fingerprint(df, &lines, &starts, &prelude, settings, i, &mut memo);
-            (h, closure.len(), runs)
-        })
+        .map(|i| fingerprint(df, &lines, &starts, &prelude, settings, i, &mut memo))
         .collect()
 }
 
@@ -331,7 +334,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn prints(text: &str) -> Vec<(blake3::Hash, usize, bool)> {
+    fn prints(text: &str) -> Vec<(blake3::Hash, Vec<usize>, bool)> {
         let df = Dockerfile::parse(Path::new("Dockerfile"), text).expect("parse");
         fingerprints(&df, text, blake3::hash(b""))
     }
@@ -349,10 +352,11 @@ mod tests {
         // base, shared: same (comments aside); deps, builder, runtime: not.
         let same: Vec<bool> = a.iter().zip(&b).map(|(x, y)| x.0 == y.0).collect();
         assert_eq!(same, [true, true, false, false, false]);
-        assert_eq!(a[1].1, 2, "shared covers itself and base");
+        assert_eq!(a[1].1, [1, 0], "shared covers itself and base");
         assert_eq!(
-            a[3].1, 4,
-            "builder: itself, deps, base, and shared through --from"
+            a[3].1,
+            [3, 2, 0, 1],
+            "builder: itself, deps, base, shared (--from)"
         );
         assert!(a[0].2 && a[1].2);
     }
