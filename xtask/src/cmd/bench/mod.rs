@@ -2,9 +2,14 @@
 //! same run against the machine's floor on the same files, against turborepo's dry run, and (on
 //! the example, with a real Docker engine) a no-op `images` against a cached `docker compose build`.
 //!
+//! With Docker it also measures the example's Dockerfile layout against the one before it
+//! ([`layout`]: a service edit and a shared edit, each until the images are built).
+//!
 //! Submodules: [`synth`] writes the monorepos, [`measure`] times children and floors, [`ours`]
-//! runs the engine's scenarios, [`peer`] the alternatives, [`report`] renders the results.
+//! runs the engine's scenarios, [`peer`] the alternatives, [`layout`] the Dockerfile layouts,
+//! [`report`] renders the results.
 
+mod layout;
 mod measure;
 mod ours;
 mod peer;
@@ -26,6 +31,7 @@ use synth::Size;
   cargo xtask bench                       size S, 5 runs, turbo and Docker included
   cargo xtask bench --size S,M,L --runs 7
   cargo xtask bench --size L --no-docker --out bench-results/L.md
+  cargo xtask bench --no-peer --out bench-results/layout.md   the Dockerfile layout, with S
   cargo xtask bench --size S --generate /tmp/s   only write the synthetic monorepo")]
 pub struct Args {
     /// Synthetic monorepo sizes: S (10 services, 5k source files), M (50, 50k), L (200, 100k, and
@@ -42,9 +48,13 @@ pub struct Args {
     /// Skip the peer (turborepo's `turbo run build --dry=json`, installed from npm on first use)
     #[arg(long)]
     pub no_peer: bool,
-    /// Skip the Docker comparison (`docker compose build` against a no-op `images`)
+    /// Skip everything that needs Docker (the compose comparison and the layout scenario)
     #[arg(long)]
     pub no_docker: bool,
+    /// Skip the Dockerfile layout scenario (a service edit and a shared edit built with the
+    /// example's Dockerfiles and with the layout before them; minutes with the default --runs)
+    #[arg(long)]
+    pub no_layout: bool,
     /// Only write the synthetic monorepo of `--size` into DIR (new or empty) and exit
     #[arg(long, value_name = "DIR")]
     pub generate: Option<PathBuf>,
@@ -142,12 +152,16 @@ impl Args {
             }),
             sizes: Vec::new(),
             docker: None,
+            layout: None,
         };
         for size in sizes.iter().copied() {
             results.sizes.push(bench_size(&ctx, size)?);
         }
         if !self.no_docker {
             results.docker = Some(bench_docker(&ctx)?);
+            if !self.no_layout {
+                results.layout = Some(layout::run(&ctx)?);
+            }
         }
 
         let md = report::markdown(&results);

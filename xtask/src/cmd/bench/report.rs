@@ -207,6 +207,8 @@ pub struct Results {
     pub sizes: Vec<SizeResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<super::layout::LayoutResult>,
 }
 
 pub fn fmt_ms(ms: f64) -> String {
@@ -231,7 +233,7 @@ fn fmt_n(n: usize) -> String {
     out
 }
 
-fn series_table(out: &mut String, series: &[Series]) {
+pub(super) fn series_table(out: &mut String, series: &[Series]) {
     out.push_str("| measurement | median | min | max | peak RSS | files read |\n");
     out.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     for s in series {
@@ -250,7 +252,7 @@ fn series_table(out: &mut String, series: &[Series]) {
     }
 }
 
-fn ratio_table(out: &mut String, ratios: &[Ratio]) {
+pub(super) fn ratio_table(out: &mut String, ratios: &[Ratio]) {
     out.push_str("\n| ratio | value | target | met |\n| --- | ---: | --- | --- |\n");
     for r in ratios {
         let _ = writeln!(
@@ -344,6 +346,9 @@ pub fn markdown(r: &Results) -> String {
         ratio_table(&mut out, &d.ratios);
         out.push('\n');
     }
+    if let Some(l) = &r.layout {
+        super::layout::markdown(&mut out, l);
+    }
     // Each distinct command once, with the measurements that ran it.
     let mut commands: Vec<(String, Vec<String>)> = Vec::new();
     for s in r
@@ -351,6 +356,7 @@ pub fn markdown(r: &Results) -> String {
         .iter()
         .flat_map(|s| &s.series)
         .chain(r.docker.iter().flat_map(|d| &d.series))
+        .chain(r.layout.iter().flat_map(|l| &l.series))
     {
         if let Some(c) = &s.command {
             let c = c.replace('\n', "\\n");
