@@ -15,6 +15,7 @@ mod errors;
 mod hardening;
 mod isolation;
 mod keys;
+mod layout;
 mod lockfile_e2e;
 mod podman;
 mod props;
