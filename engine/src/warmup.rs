@@ -70,7 +70,6 @@ pub fn plan(analysis: &Analysis, to_build: &[usize]) -> Option<WarmUp> {
         for (k, v) in &m.build_args {
             settings.update(&(k.len() as u64).to_le_bytes());
             settings.update(k.as_bytes());
-            settings.update(&(v.len() as u64).to_le_bytes());
             settings.update(v.as_bytes());
         }
         settings.update(format!("platform={:?}", m.platform).as_bytes());
@@ -135,7 +134,6 @@ pub fn run(
         return;
     };
     let svc = &ws.services[w.leader];
-    let m = &img.manifest;
     let req = BuildRequest {
         service: svc.name.clone(),
         root: ws.root.clone(),
@@ -143,9 +141,9 @@ pub fn run(
         dockerfile: svc.dockerfile.clone(),
         // No key label: this is a stage, not the image of any key.
         labels: BTreeMap::new(),
-        build_args: m.build_args.clone(),
+        build_args: img.build_args.values().clone(),
         target: Some(w.stage.clone()),
-        platform: m.platform.clone(),
+        platform: img.platform_flag.clone(),
         work_dir,
         cancel,
     };
