@@ -144,8 +144,11 @@ pub fn run(
         build_args: img.build_args.values().clone(),
         target: Some(w.stage.clone()),
         platform: img.platform_flag.clone(),
+        // The stage mounts what the image mounts (a stage of it cannot need more).
+        secrets: img.secrets.clone(),
         work_dir,
         cancel,
+        layer_cache: None,
     };
     let names: Vec<&str> = w
         .images

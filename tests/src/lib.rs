@@ -1,6 +1,8 @@
 //! Test support: a fixture-monorepo builder (as cargo-test-support's `project()`), a copy of the
 //! bundled example, and helpers to run `cargo xtask` for real.
 
+pub mod dockerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -10,7 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::{BuildError, BuildOutput, BuildRequest, Builder, Images, LocalImage, Verifier};
+use super::{
+    BuildError, BuildOutput, BuildRequest, Builder, CacheExport, Images, LayerCache, LocalImage,
+    Verifier,
+};
 use crate::digest::ImageKey;
 use crate::tags::KEY_LABEL;
 use crate::verify::{Subject, Verified};
@@ -433,6 +436,9 @@ impl Docker {
             a.push("--secret".into());
             a.push(s.into());
         }
+        if let Some(lc) = &req.layer_cache {
+            a.extend(self.cache_args(lc).into_iter().map(Into::into));
+        }
         a.push("-".into());
         a
     }
@@ -451,6 +457,35 @@ impl Docker {
         }
         c.stdin(Stdio::null());
         c
+    }
+
+    /// The `docker build` arguments that import and export a layer cache, as this client can.
+    pub fn cache_args(&self, lc: &LayerCache) -> Vec<String> {
+        let mut args = Vec::new();
+        match self.cache_export() {
+            CacheExport::None => {}
+            CacheExport::Inline => {
+                args.extend([
+                    "--build-arg".to_string(),
+                    "BUILDKIT_INLINE_CACHE=1".to_string(),
+                ]);
+                for r in &lc.from {
+                    args.extend(["--cache-from".to_string(), r.clone()]);
+                }
+            }
+            CacheExport::Registry => {
+                for r in &lc.from {
+                    args.extend(["--cache-from".to_string(), format!("type=registry,ref={r}")]);
+                }
+                if let Some(to) = &lc.to {
+                    args.extend([
+                        "--cache-to".to_string(),
+                        format!("type=registry,ref={to},mode=max"),
+                    ]);
+                }
+            }
+        }
+        args
     }
 
     /// A warning to show when builds will use the legacy builder.
@@ -976,6 +1011,20 @@ impl Builder for Docker {
             ));
         }
         Ok(BuildOutput { image_id, log })
+    }
+
+    fn cache_export(&self) -> CacheExport {
+        match self.mode {
+            _ if self.podman => CacheExport::None,
+            // A builder of its own (docker-container, …) exports a cache image; buildx's
+            // `docker` driver cannot (`cache export feature is currently not supported`), but
+            // builds inline cache as the classic client does.
+            BuildMode::Buildx if self.buildx_builder().is_some_and(BuildxBuilder::needs_load) => {
+                CacheExport::Registry
+            }
+            BuildMode::Buildx | BuildMode::BuildkitEnv => CacheExport::Inline,
+            BuildMode::Legacy => CacheExport::None,
+        }
     }
 
     fn discard(&self, image_id: &str) {

@@ -40,6 +40,33 @@ pub struct BuildRequest {
     /// A directory for the backend's scratch files.
     pub work_dir: PathBuf,
     pub cancel: Arc<AtomicBool>,
+    /// The registry layer cache to import from and export to, if any: it can only spare steps
+    /// (BuildKit reuses a layer for the same cache key), never change what is built, and the
+    /// image is verified as any other.
+    pub layer_cache: Option<LayerCache>,
+}
+
+/// How a builder shares its layer cache through a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheExport {
+    /// It cannot (the legacy builder, Podman).
+    None,
+    /// BuildKit's inline cache: the built image carries its cache metadata, and a pushed image
+    /// is a cache to import (`--cache-from <image>`). Only the layers of the image built are
+    /// described: the run pushes the build stages it copies from as images of their own.
+    Inline,
+    /// A cache image of every stage (`--cache-to type=registry,mode=max`, buildx).
+    Registry,
+}
+
+/// The layer cache of one build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerCache {
+    /// References whose cache the build imports, in order (missing ones are skipped by BuildKit).
+    pub from: Vec<String>,
+    /// Where the builder itself exports the cache ([`CacheExport::Registry`]); with
+    /// [`CacheExport::Inline`] the image carries it and the run pushes it.
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +94,11 @@ pub trait Builder: Sync {
     /// Removes an image this builder made for the run's own use (a warm-up's stage image), if
     /// nothing else names it.
     fn discard(&self, _image_id: &str) {}
+
+    /// How it can share its layer cache through a registry.
+    fn cache_export(&self) -> CacheExport {
+        CacheExport::None
+    }
 }
 
 /// An image of the engine, as the tiers see it.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::digest::ImageKey;
-use crate::execute::BuildRequest;
+use crate::execute::{BuildRequest, LayerCache};
 use crate::key::InputManifest;
 use crate::pipeline::{Analysis, ImageInputs};
 use crate::plan::{Action, ImagePlan};
@@ -103,9 +103,27 @@ impl Job {
         )
     }
 
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    pub fn dockerfile(&self) -> &str {
+        &self.dockerfile
+    }
+
+    pub fn target(&self) -> Option<&str> {
+        self.inputs.manifest.target.as_deref()
+    }
+
     /// The build request: exactly the hashed files, the key label, the build argument values
-    /// (the key holds their digests), the target, and the platform when one is configured.
-    pub fn request(&self, cancel: Arc<AtomicBool>, work_dir: PathBuf) -> BuildRequest {
+    /// (the key holds their digests), the target, the platform when one is configured, and the
+    /// registry layer cache (which the key does not depend on: it only spares steps).
+    pub fn request(
+        &self,
+        cancel: Arc<AtomicBool>,
+        work_dir: PathBuf,
+        layer_cache: Option<LayerCache>,
+    ) -> BuildRequest {
         let m = &self.inputs.manifest;
         BuildRequest {
             service: self.service.clone(),
@@ -119,6 +137,7 @@ impl Job {
             platform: self.inputs.platform_flag.clone(),
             work_dir,
             cancel,
+            layer_cache,
         }
     }
 }

@@ -17,12 +17,14 @@
 //!
 //! - `schedule`: the one DAG scheduler (jobs, dependencies, follow-ups, skips);
 //! - `job`: one image's job, owning what its steps need;
-//! - `steps`: the steps of one job.
+//! - `steps`: the steps of one job;
+//! - [`layers`]: the registry layer cache a build imports and exports.
 //!
 //! `watch` drives the same machinery (`Runner`) for each batch of changes, submitting jobs while
 //! others run; a job superseded by a newer one for the same image records nothing.
 
 mod job;
+pub mod layers;
 mod schedule;
 mod steps;
 

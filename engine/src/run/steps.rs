@@ -19,7 +19,7 @@ impl Runner<'_> {
         )
     }
 
-    fn warn(&self, message: String) {
+    pub(super) fn warn(&self, message: String) {
         self.emit(Event::Warning { message });
     }
 
@@ -192,7 +192,11 @@ impl Runner<'_> {
         mut r: ImageReport,
         refused: &[usize],
     ) -> ImageReport {
-        let req = job.request(self.opts.cancel.clone(), self.layout.work());
+        let req = job.request(
+            self.opts.cancel.clone(),
+            self.layout.work(),
+            self.layer_cache(job),
+        );
         self.emit(Event::Started {
             service: job.service.clone(),
             key: job.key,
@@ -292,6 +296,7 @@ impl Runner<'_> {
             r.registry.push(message);
         }
         self.publish(want, Some(&out.image_id), &mut r);
+        self.export_layers(job, &req, &out.image_id, &mut r);
         r
     }
 

@@ -62,6 +62,11 @@ impl<'a> RegistryTier<'a> {
         &self.registry
     }
 
+    /// Never pushed to (`--cache-read-only`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The key tag's full reference.
     pub fn reference(&self, want: &Want<'_>) -> String {
         self.registry.reference(want.image, &key_tag(want.key))

@@ -138,7 +138,7 @@ impl Drop for Example {
 
 /// What BuildKit's plain progress log says of each step: `Some(true)` when it was `CACHED`,
 /// `Some(false)` when it ran (`DONE`), by the step's text (`[stage n/m] INSTRUCTION`).
-fn steps(log: &str) -> Vec<(String, Option<bool>)> {
+pub(crate) fn steps(log: &str) -> Vec<(String, Option<bool>)> {
     let mut names: BTreeMap<u64, String> = BTreeMap::new();
     let mut state: BTreeMap<u64, bool> = BTreeMap::new();
     for line in log.lines() {
@@ -164,7 +164,7 @@ fn steps(log: &str) -> Vec<(String, Option<bool>)> {
 }
 
 /// The state of the one step whose text holds `stage` and `what`.
-fn step(log: &str, stage: &str, what: &str) -> Option<bool> {
+pub(crate) fn step(log: &str, stage: &str, what: &str) -> Option<bool> {
     let found: Vec<(String, Option<bool>)> = steps(log)
         .into_iter()
         .filter(|(name, _)| name.starts_with(&format!("[{stage} ")) && name.contains(what))

@@ -15,6 +15,7 @@ mod errors;
 mod hardening;
 mod isolation;
 mod keys;
+mod layercache;
 mod layout;
 mod lockfile_e2e;
 mod podman;

@@ -1,0 +1,160 @@
+//! The registry layer cache across machines (issue 15, item 3): a fresh engine (a second dockerd
+//! with its own data root, like a new CI runner) that has only the cache registry reuses the
+//! dependency-install layers of an image no tier holds. The oracle is BuildKit's own progress
+//! log (`CACHED` or `DONE` per step), read from the record of the fresh engine's build; that
+//! engine has no network (`--bridge=none`), so an install step that ran would also fail there.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tests::dockerd::FreshEngine;
+use tests::{copy_example, remove_images_ok, xtask_bin};
+
+use crate::layout::step;
+
+fn registry(tag: &str) -> String {
+    let host = std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    format!("{host}/kclayers{}{tag}", std::process::id())
+}
+
+fn images(root: &Path, cache_dir: &Path, args: &[&str], docker_host: Option<&str>) -> Output {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("--root")
+        .arg(root)
+        .arg("images")
+        .arg("--json")
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(args)
+        .env_remove("IMAGES_ROOT")
+        .env_remove("IMAGES_CACHE_DIR")
+        .env_remove("IMAGES_CACHE_REGISTRY");
+    if let Some(h) = docker_host {
+        cmd.env("DOCKER_HOST", h).env_remove("DOCKER_CONTEXT");
+    }
+    cmd.output().expect("failed to run xtask")
+}
+
+/// The one image of a `--json` summary: its action and the whole JSON (for messages).
+fn one(out: &Output) -> (String, serde_json::Value) {
+    assert!(
+        out.status.success(),
+        "images failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    let img = json["images"][0].clone();
+    (img["action"].as_str().unwrap_or("").to_string(), img)
+}
+
+/// The build log recorded for a service's last build in a cache directory.
+fn recorded_log(cache_dir: &Path, service: &str) -> String {
+    let store = cache::Store::open(cache_dir).expect("store");
+    let last = store.last_built(service).expect("a recorded build");
+    let record = store
+        .get_record(&last.key)
+        .expect("record")
+        .expect("a record");
+    let blob = record.log.expect("a kept log");
+    String::from_utf8_lossy(&store.get_blob(&blob).expect("blob").expect("the log blob"))
+        .into_owned()
+}
+
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_images_ok(&self.0);
+    }
+}
+
+#[test]
+fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_image() {
+    let _guard = tests::docker_lock();
+    tests::require_docker();
+    let ex = copy_example();
+    let prefix = format!("kcl-{}-", std::process::id());
+    let _cleanup = Cleanup(prefix.clone());
+    ex.write("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"));
+    let reg = registry("a");
+    let service = "student-service";
+
+    // This machine builds the image and shares it: its key tag, and its layer cache.
+    let here = ex.path(".images-cache");
+    let (action, img) = one(&images(
+        ex.root(),
+        &here,
+        &["--cache-registry", &reg, service],
+        None,
+    ));
+    assert_eq!(action, "built", "{img:#}");
+    let said: Vec<&str> = img["registry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for what in [
+        "layer cache pushed to",
+        "layer cache of stage `builder` pushed",
+        "layer cache of stage `shared-builder` pushed",
+    ] {
+        assert!(
+            said.iter().any(|m| m.contains(what)),
+            "`{what}` in {said:#?}"
+        );
+    }
+
+    // A source edit: a key no tier holds.
+    let src = "services/student-service/src/index.ts";
+    let text = ex.read(src);
+    ex.write(src, &format!("{text}\n// edited on another machine\n"));
+
+    let fresh = FreshEngine::start();
+    fresh.load_from_main("node:18-alpine");
+    let there = fresh.path("images-cache");
+    let host = fresh.host();
+
+    // Read-only, as a pull request's CI would: the key misses every tier, the image is built
+    // (and verified) with the registry's layer cache imported. An empty engine could have none
+    // of its steps CACHED otherwise.
+    let (action, img) = one(&images(
+        ex.root(),
+        &there,
+        &["--cache-registry", &reg, "--cache-read-only", service],
+        Some(&host),
+    ));
+    assert_eq!(action, "built", "a key no tier holds is built: {img:#}");
+    assert_eq!(img["verify"]["ok"], true, "the image is verified: {img:#}");
+    let log = recorded_log(&there, service);
+    for (stage, what) in [
+        ("deps", "pnpm install --frozen-lockfile"),
+        ("shared-builder", "pnpm install --frozen-lockfile"),
+        ("runtime", "npm install --omit=dev"),
+    ] {
+        assert_eq!(
+            step(&log, stage, what),
+            Some(true),
+            "[{stage}] {what} is CACHED on the fresh engine (from the registry):\n{log}"
+        );
+    }
+    // What the edit changed ran: the service's compile, on the fresh engine.
+    assert_eq!(
+        step(&log, "builder", "@kodingcaravan/student-service build"),
+        Some(false),
+        "the edited service's compile ran:\n{log}"
+    );
+    // The imports came from the registry: the log names the cache refs it imported.
+    assert!(
+        log.contains("importing cache manifest from") && log.contains(&reg),
+        "the build imported the registry's cache:\n{log}"
+    );
+    // Nothing was pushed by a read-only run.
+    assert!(img["registry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|m| !m.as_str().unwrap_or("").contains("pushed")));
+}
