@@ -1,6 +1,7 @@
 //! A second, fresh Docker engine for a test: its own `dockerd` with its own data root, exec root,
-//! pidfile and unix socket in a temp dir (no network of its own: `--bridge=none`), stopped and
-//! removed on drop. What a new CI runner is: an empty image store and an empty BuildKit cache.
+//! pidfile and unix socket in a temp dir, and a bridge of its own with no route out (so its
+//! builds cannot download anything), stopped and removed on drop. What a new CI runner is: an
+//! empty image store and an empty BuildKit cache.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,44 @@ use std::time::{Duration, Instant};
 pub struct FreshEngine {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Its bridge interface (made here, deleted on drop).
+    bridge: Option<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A bridge of its own for the second engine (BuildKit's `RUN` needs one; Docker's default
+/// `docker0` belongs to the first), with no route out: no masquerading, no forwarding rules.
+fn make_bridge() -> String {
+    let n = std::process::id() % 100_000;
+    let name = format!("kcd{n}");
+    let _ = ip(&["link", "del", &name]);
+    let subnet = format!("10.213.{}.1/24", n % 250);
+    for args in [
+        vec!["link", "add", name.as_str(), "type", "bridge"],
+        vec!["addr", "add", subnet.as_str(), "dev", name.as_str()],
+        vec!["link", "set", name.as_str(), "up"],
+    ] {
+        if let Err(e) = ip(&args) {
+            let _ = ip(&["link", "del", &name]);
+            panic!("cannot make a bridge for the second dockerd (it needs root): {e}");
+        }
+    }
+    name
 }
 
 impl FreshEngine {
@@ -23,6 +62,7 @@ impl FreshEngine {
         let p = dir.path();
         let log = std::fs::File::create(p.join("dockerd.log")).expect("log file");
         let err = log.try_clone().expect("log file");
+        let bridge = make_bridge();
         let child = Command::new("dockerd")
             .arg("--data-root")
             .arg(p.join("data"))
@@ -32,8 +72,8 @@ impl FreshEngine {
             .arg(p.join("dockerd.pid"))
             .arg("--host")
             .arg(format!("unix://{}", p.join("sock").display()))
+            .arg(format!("--bridge={bridge}"))
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
                 "--storage-driver=overlay2",
@@ -41,11 +81,18 @@ impl FreshEngine {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start a second dockerd: {e}"));
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ip(&["link", "del", &bridge]);
+                panic!("cannot start a second dockerd: {e}");
+            }
+        };
         let mut e = FreshEngine {
             dir,
             child: Some(child),
+            bridge: Some(bridge),
         };
         let t = Instant::now();
         loop {
@@ -137,6 +184,9 @@ impl Drop for FreshEngine {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        if let Some(b) = self.bridge.take() {
+            let _ = ip(&["link", "del", &b]);
         }
     }
 }

@@ -561,6 +561,11 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The flag that stops the run (set by [`Runner::stop`]).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.opts.cancel.clone()
+    }
+
     fn cancelled(&self) -> bool {
         self.opts.cancel.load(Ordering::SeqCst)
     }

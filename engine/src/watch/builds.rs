@@ -29,6 +29,21 @@ pub(crate) struct Ctx<'a> {
     pub compose: Option<&'a Compose>,
 }
 
+/// How long a new container may take to answer its health check.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first healthy answer of a service's new container, or why there was none.
+#[derive(Debug)]
+pub struct Healthy {
+    service: String,
+    compose_service: String,
+    /// When it answered (`None`: the image has no health check).
+    result: Result<Option<Instant>, String>,
+    /// When the `up` that made it ended, and the save that led to it.
+    up_at: Instant,
+    saved_at: Option<Instant>,
+}
+
 /// A `compose up` that ended.
 #[derive(Debug)]
 pub struct UpDone {
@@ -57,6 +72,9 @@ pub(crate) struct Builds {
     up_running: Option<String>,
     /// `up`s asked for meanwhile, in order, each service once: (service, image).
     up_queue: Vec<(String, String)>,
+    /// When the save that moved each service's key happened (the batch's first file event):
+    /// the start of the save-to-healthy time.
+    saved_at: HashMap<String, Instant>,
     /// Compose services already warned about.
     no_compose_service: HashSet<String>,
     stopping: bool,
@@ -93,13 +111,16 @@ impl Builds {
         self.inflight.is_empty() && self.up_running.is_none() && self.up_queue.is_empty()
     }
 
-    /// Notes the keys a batch moved: their triggers.
-    pub fn note(&mut self, changed: &[Changed]) {
+    /// Notes the keys a batch moved: their triggers, and when the save was.
+    pub fn note(&mut self, changed: &[Changed], saved_at: Option<Instant>) {
         for c in changed {
             if c.new.is_none() {
                 self.triggers.remove(&c.service);
             } else {
                 self.triggers.insert(c.service.clone(), c.trigger.clone());
+            }
+            if let Some(t) = saved_at {
+                self.saved_at.insert(c.service.clone(), t);
             }
         }
     }
@@ -261,15 +282,30 @@ impl Builds {
         self.up_running = Some(service.to_string());
         let tx = cx.tx.clone();
         let service = service.to_string();
+        let saved_at = self.saved_at.remove(&service);
+        let stop = cx.runner.cancel_flag();
         scope.spawn(move || {
             let t = Instant::now();
             let result = compose.up(&cs);
+            let up_at = Instant::now();
+            let ok = result.is_ok();
             let _ = tx.send(Msg::UpDone(UpDone {
-                service,
-                compose_service: cs,
+                service: service.clone(),
+                compose_service: cs.clone(),
                 result,
                 duration: t.elapsed(),
             }));
+            // The next `up` may start meanwhile: this waits on this service's container only.
+            if ok {
+                let result = compose.first_healthy(&cs, HEALTHY_TIMEOUT, &stop);
+                let _ = tx.send(Msg::Healthy(Healthy {
+                    service,
+                    compose_service: cs,
+                    result,
+                    up_at,
+                    saved_at,
+                }));
+            }
         });
     }
 
@@ -286,6 +322,34 @@ impl Builds {
             let (service, image) = self.up_queue.remove(0);
             self.up(&service, &image, cx, scope);
         }
+    }
+
+    /// A new container answered its health check (or did not).
+    pub fn healthy(&mut self, h: Healthy, cx: &Ctx<'_>) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (ok, error, after_up, after_save) = match h.result {
+            Ok(Some(at)) => (
+                true,
+                None,
+                Some(ms(at.saturating_duration_since(h.up_at))),
+                h.saved_at.map(|s| ms(at.saturating_duration_since(s))),
+            ),
+            Ok(None) => (
+                true,
+                Some("the image has no health check: not measured".to_string()),
+                None,
+                None,
+            ),
+            Err(e) => (false, Some(e), None, None),
+        };
+        (cx.on_event)(Event::Healthy {
+            service: h.service,
+            compose_service: h.compose_service,
+            ok,
+            error,
+            up_to_healthy_ms: after_up,
+            save_to_healthy_ms: after_save,
+        });
     }
 
     /// Stops: the run cancels its builds (they end as interrupted, recording nothing) and skips

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -20,6 +22,8 @@ pub const DEFAULT_FILES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Compose {
     program: PathBuf,
+    /// The Docker client, for what Compose does not say (a container's health check, its address).
+    docker: PathBuf,
     /// `["compose"]` for the plugin (`docker compose`), empty for `docker-compose`.
     pre_args: Vec<String>,
     pub file: PathBuf,
@@ -73,6 +77,7 @@ impl Compose {
                 }
                 return Ok(Compose {
                     program,
+                    docker: docker_client.to_path_buf(),
                     pre_args: pre,
                     file: file.to_path_buf(),
                     services,
@@ -128,6 +133,187 @@ impl Compose {
     }
 }
 
+/// How often a new container's health is asked.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// How a container's first healthy answer is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// An HTTP GET from here to the container's address (its health check asks `url` inside).
+    Http { port: u16, path: String },
+    /// The image's health check itself, run in the container (`docker exec`).
+    Exec(Vec<String>),
+}
+
+impl Probe {
+    /// From an image's `HEALTHCHECK` test (`["CMD", ...]` or `["CMD-SHELL", "..."]`): an HTTP GET
+    /// when it asks a loopback URL (a GET from outside answers when the server inside does),
+    /// else the check itself. `None` without a health check.
+    pub fn from_test(test: &[String]) -> Option<Probe> {
+        let (kind, rest) = test.split_first()?;
+        let cmd: Vec<String> = match kind.as_str() {
+            "CMD" => rest.to_vec(),
+            "CMD-SHELL" => vec!["/bin/sh".into(), "-c".into(), rest.join(" ")],
+            _ => return None,
+        };
+        if cmd.is_empty() {
+            return None;
+        }
+        let text = rest.join(" ");
+        for host in ["http://127.0.0.1:", "http://localhost:"] {
+            if let Some(i) = text.find(host) {
+                let after = &text[i + host.len()..];
+                let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+                let tail = &after[digits.len()..];
+                let path: String = tail
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '`' | ')'))
+                    .collect();
+                if let Ok(port) = digits.parse::<u16>() {
+                    let path = if path.starts_with('/') {
+                        path
+                    } else {
+                        "/".into()
+                    };
+                    return Some(Probe::Http { port, path });
+                }
+            }
+        }
+        Some(Probe::Exec(cmd))
+    }
+}
+
+/// A GET of `path` at `addr`; whether it answered 2xx.
+fn http_ok(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match s.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let head = String::from_utf8_lossy(&head[..got]);
+    head.starts_with("HTTP/") && head.get(9..10) == Some("2")
+}
+
+impl Compose {
+    fn docker_out(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(&self.docker)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The running containers of a compose service (`ps -q`).
+    pub fn containers(&self, service: &str) -> Vec<String> {
+        let out = Command::new(&self.program)
+            .args(&self.pre_args)
+            .arg("-f")
+            .arg(&self.file)
+            .args(["ps", "-q", service])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Waits for the first healthy answer of the service's new container(s): each container
+    /// answers its own health check (asked every 50 ms, not at the check's own interval). Returns
+    /// when it answered, `Ok(None)` when the image has no health check, an error past `timeout`
+    /// or when `stop` is set.
+    pub fn first_healthy(
+        &self,
+        service: &str,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> std::result::Result<Option<Instant>, String> {
+        let deadline = Instant::now() + timeout;
+        let containers = self.containers(service);
+        if containers.is_empty() {
+            return Err(format!(
+                "no running container of compose service `{service}`"
+            ));
+        }
+        let mut when = None;
+        for c in &containers {
+            let test = self
+                .docker_out(&["inspect", "--format", "{{json .Config.Healthcheck}}", c])
+                .unwrap_or_default();
+            let test: Vec<String> = serde_json::from_str::<serde_json::Value>(&test)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["Test"].clone()).ok())
+                .unwrap_or_default();
+            let Some(probe) = Probe::from_test(&test) else {
+                return Ok(None);
+            };
+            let addrs: Vec<std::net::IpAddr> = match &probe {
+                Probe::Http { .. } => self
+                    .docker_out(&[
+                        "inspect",
+                        "--format",
+                        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                        c,
+                    ])
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
+                Probe::Exec(_) => Vec::new(),
+            };
+            loop {
+                let ok = match &probe {
+                    Probe::Http { port, path } => addrs
+                        .iter()
+                        .any(|ip| http_ok(std::net::SocketAddr::new(*ip, *port), path)),
+                    Probe::Exec(cmd) => {
+                        let mut args = vec!["exec", c.as_str()];
+                        args.extend(cmd.iter().map(String::as_str));
+                        self.docker_out(&args).is_some()
+                    }
+                };
+                if ok {
+                    when = Some(Instant::now());
+                    break;
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Err("the watch stopped".to_string());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "container {} of `{service}` gave no healthy answer within {} s",
+                        &c[..c.len().min(12)],
+                        timeout.as_secs()
+                    ));
+                }
+                std::thread::sleep(PROBE_EVERY);
+            }
+        }
+        Ok(when)
+    }
+}
+
 fn parse_services(file: &Path, text: &str) -> Result<BTreeMap<String, Option<String>>> {
     let doc: serde_norway::Value = serde_norway::from_str(text).map_err(|e| Error::Yaml {
         path: file.to_path_buf(),
@@ -156,11 +342,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn health_checks_become_probes() {
+        let t = |v: &[&str]| Probe::from_test(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            t(&[
+                "CMD-SHELL",
+                "node -e \"require('http').get('http://127.0.0.1:3001/health', (r) => 0)\""
+            ]),
+            Some(Probe::Http {
+                port: 3001,
+                path: "/health".into()
+            })
+        );
+        assert_eq!(
+            t(&["CMD", "wget", "-q", "http://localhost:8080"]),
+            Some(Probe::Http {
+                port: 8080,
+                path: "/".into()
+            })
+        );
+        assert_eq!(
+            t(&["CMD", "pg_isready"]),
+            Some(Probe::Exec(vec!["pg_isready".into()]))
+        );
+        assert_eq!(
+            t(&["CMD-SHELL", "test -f /ok"]),
+            Some(Probe::Exec(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "test -f /ok".into()
+            ]))
+        );
+        assert_eq!(t(&["NONE"]), None);
+        assert_eq!(t(&[]), None);
+    }
+
+    #[test]
     fn services_are_found_by_image_then_by_name() {
         let text = "services:\n  gw:\n    image: kc-api-gateway:latest\n  student-service:\n    build: .\n  db:\n    image: postgres:16\n";
         let services = parse_services(Path::new("compose.yml"), text).expect("parse");
         let c = Compose {
             program: PathBuf::from("docker-compose"),
+            docker: PathBuf::from("docker"),
             pre_args: Vec::new(),
             file: PathBuf::from("compose.yml"),
             services,

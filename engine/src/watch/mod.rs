@@ -193,6 +193,22 @@ pub enum Event {
         error: Option<String>,
         duration_ms: u64,
     },
+    /// A container that `--up` recreated gave its first healthy answer (its image's health
+    /// check, asked every 50 ms): how long after the `up`, and after the save that led to it.
+    Healthy {
+        service: String,
+        compose_service: String,
+        /// It answered (else `error` says why not; with `ok` and an `error`, it was not measured).
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        up_to_healthy_ms: Option<f64>,
+        /// From the save (the first file event of the batch that moved its key) to the first
+        /// healthy answer of the new container.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        save_to_healthy_ms: Option<f64>,
+    },
     /// Events were lost or the watch is incomplete: everything is looked at again.
     Rescan {
         reason: String,
@@ -218,6 +234,7 @@ pub(crate) enum Msg {
     Fs(FsMsg),
     Run(crate::run::Event),
     UpDone(builds::UpDone),
+    Healthy(builds::Healthy),
 }
 
 /// Fault injection for tests, named as such: lose file events as an overflowing kernel queue
@@ -387,6 +404,7 @@ impl Watcher {
                             builds.up_done(u, cx, scope);
                             ended = true;
                         }
+                        Msg::Healthy(h) => builds.healthy(h, cx),
                     }
                 }
                 if self.faults.overflow.swap(false, Ordering::SeqCst) {
@@ -434,6 +452,7 @@ impl Watcher {
                 match rx.recv_timeout(TICK) {
                     Ok(Msg::Run(e)) => builds.on_run_event(e, cx, scope),
                     Ok(Msg::UpDone(u)) => builds.up_done(u, cx, scope),
+                    Ok(Msg::Healthy(h)) => builds.healthy(h, cx),
                     Ok(Msg::Fs(_)) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -514,7 +533,7 @@ impl Watcher {
                 files: c.files,
             });
         }
-        builds.note(&applied.changed);
+        builds.note(&applied.changed, first_event);
         true
     }
 

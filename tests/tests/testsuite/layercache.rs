@@ -2,7 +2,7 @@
 //! with its own data root, like a new CI runner) that has only the cache registry reuses the
 //! dependency-install layers of an image no tier holds. The oracle is BuildKit's own progress
 //! log (`CACHED` or `DONE` per step), read from the record of the fresh engine's build; that
-//! engine has no network (`--bridge=none`), so an install step that ran would also fail there.
+//! engine has no route out, so an install step that ran would also fail there.
 
 use std::path::Path;
 use std::process::{Command, Output};

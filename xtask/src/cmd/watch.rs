@@ -359,6 +359,28 @@ fn plain_line(e: &Event, verbose: bool) -> Option<String> {
         Event::Rescan { reason } => format!("warning: rescanning everything: {reason}"),
         Event::Warning { message } => format!("warning: {message}"),
         Event::Error { message } => format!("error: {message}"),
+        Event::Healthy {
+            service,
+            compose_service,
+            ok,
+            error,
+            save_to_healthy_ms,
+            up_to_healthy_ms,
+        } => match (ok, error, save_to_healthy_ms, up_to_healthy_ms) {
+            (true, None, Some(s), Some(u)) => format!(
+                "   {service}: compose service {compose_service} healthy {} after the save ({} after up)",
+                fmt_duration(Duration::from_secs_f64(s / 1e3)),
+                fmt_duration(Duration::from_secs_f64(u / 1e3))
+            ),
+            (true, None, None, Some(u)) => format!(
+                "   {service}: compose service {compose_service} healthy {} after up",
+                fmt_duration(Duration::from_secs_f64(u / 1e3))
+            ),
+            (_, e, _, _) => format!(
+                "   {service}: compose service {compose_service}: {}",
+                e.clone().unwrap_or_else(|| "no healthy answer".to_string())
+            ),
+        },
         Event::Idle { .. } => "   all images up to date; watching".to_string(),
         Event::Stopped => "stopped".to_string(),
     })
@@ -472,6 +494,7 @@ impl Bars {
             }
             Event::Restored { ref service, .. }
             | Event::Up { ref service, .. }
+            | Event::Healthy { ref service, .. }
             | Event::Registry { ref service, .. } => {
                 let service = service.clone();
                 let line = plain_line(&e, false).unwrap_or_default();
