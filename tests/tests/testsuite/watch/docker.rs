@@ -218,6 +218,16 @@ fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
     let dfx = DockerFixture::new("cli", "");
     let fx = &dfx.fx;
     let compose = fx.path("compose.yml");
+    // a serves its source over HTTP (read at start) and has a health check, as the example's
+    // services do: the watch times the new container's first healthy answer.
+    fx.write(
+        "services/a/Dockerfile",
+        &format!(
+            "FROM node:18-alpine\nWORKDIR /app\nCOPY services/a/ /app/\nHEALTHCHECK --interval=30s CMD {}\nCMD {}\n",
+            r#"node -e "require('http').get('http://127.0.0.1:8080/', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))""#,
+            r#"["node", "-e", "const b = require('fs').readFileSync('/app/src/index.ts'); require('http').createServer((q, r) => r.end(b)).listen(8080)"]"#
+        ),
+    );
     let mut child = Command::new(tests::xtask_bin())
         .arg("--root")
         .arg(fx.root())
@@ -274,11 +284,45 @@ fn the_cli_rebuilds_on_save_brings_compose_up_and_stops_on_ctrl_c() {
             id_a
         );
 
+        let healthy = stream.wait("a healthy", 0, |v| is(v, "healthy", "a"));
+        assert_eq!(
+            stream.since(0)[healthy]["ok"],
+            true,
+            "{:?}",
+            stream.since(0)[healthy]
+        );
+        let b_container = container_of(&compose, "b");
+
         // An edit of a: a (only) is rebuilt, and its container now runs the new image.
         let mark = stream.len();
         fx.write("services/a/src/index.ts", "console.log('edited');\n");
         let up = stream.wait("a up again", mark, |v| is(v, "up", "a"));
         assert_eq!(stream.since(mark)[up - mark]["ok"], true);
+        // Its new container's first healthy answer, timed from the save: the new code answers
+        // then (asked here over HTTP at the container's address).
+        let h = stream.wait("a healthy again", mark, |v| is(v, "healthy", "a"));
+        let h = &stream.since(mark)[h - mark];
+        assert_eq!(h["ok"], true, "{h}");
+        let (save, up_ms) = (
+            h["save_to_healthy_ms"]
+                .as_f64()
+                .expect("save_to_healthy_ms"),
+            h["up_to_healthy_ms"].as_f64().expect("up_to_healthy_ms"),
+        );
+        assert!(save > up_ms && up_ms >= 0.0, "{h}");
+        let ip = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &container_of(&compose, "a"),
+        ]);
+        let mut conn = std::net::TcpStream::connect((ip.as_str(), 8080)).expect("connect to a");
+        std::io::Write::write_all(&mut conn, b"GET / HTTP/1.0\r\n\r\n").expect("request");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+        assert!(answer.ends_with("console.log('edited');\n"), "{answer}");
+        // b's container was left alone.
+        assert_eq!(container_of(&compose, "b"), b_container);
         let new_id = built_id(mark, "a");
         assert_ne!(new_id, id_a);
         let started: Vec<String> = stream
