@@ -9,6 +9,7 @@
 //! runs the engine's scenarios, [`peer`] the alternatives, [`layout`] the Dockerfile layouts,
 //! [`report`] renders the results.
 
+mod fresh;
 mod layout;
 mod measure;
 mod ours;
@@ -55,6 +56,11 @@ pub struct Args {
     /// example's Dockerfiles and with the layout before them; minutes with the default --runs)
     #[arg(long)]
     pub no_layout: bool,
+    /// Only issue 15's speed scenarios with Docker: a fresh engine (a second dockerd) building an
+    /// edited service with and without the registry layer cache, and `watch --up` from a save to
+    /// the new code answering (needs root for the second dockerd's bridge, and docker-compose)
+    #[arg(long)]
+    pub speed: bool,
     /// Only write the synthetic monorepo of `--size` into DIR (new or empty) and exit
     #[arg(long, value_name = "DIR")]
     pub generate: Option<PathBuf>,
@@ -153,11 +159,16 @@ impl Args {
             sizes: Vec::new(),
             docker: None,
             layout: None,
+            speed: Vec::new(),
         };
-        for size in sizes.iter().copied() {
+        if self.speed {
+            results.speed.push(fresh::fresh(&ctx)?);
+            results.speed.push(fresh::watch_up(&ctx)?);
+        }
+        for size in sizes.iter().copied().filter(|_| !self.speed) {
             results.sizes.push(bench_size(&ctx, size)?);
         }
-        if !self.no_docker {
+        if !self.no_docker && !self.speed {
             results.docker = Some(bench_docker(&ctx)?);
             if !self.no_layout {
                 results.layout = Some(layout::run(&ctx)?);

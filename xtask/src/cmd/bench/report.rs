@@ -209,6 +209,8 @@ pub struct Results {
     pub docker: Option<DockerResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<super::layout::LayoutResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub speed: Vec<super::fresh::SpeedResult>,
 }
 
 pub fn fmt_ms(ms: f64) -> String {
@@ -349,6 +351,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(l) = &r.layout {
         super::layout::markdown(&mut out, l);
     }
+    for s in &r.speed {
+        super::fresh::markdown(&mut out, s);
+    }
     // Each distinct command once, with the measurements that ran it.
     let mut commands: Vec<(String, Vec<String>)> = Vec::new();
     for s in r
@@ -357,6 +362,7 @@ pub fn markdown(r: &Results) -> String {
         .flat_map(|s| &s.series)
         .chain(r.docker.iter().flat_map(|d| &d.series))
         .chain(r.layout.iter().flat_map(|l| &l.series))
+        .chain(r.speed.iter().flat_map(|l| &l.series))
     {
         if let Some(c) = &s.command {
             let c = c.replace('\n', "\\n");
