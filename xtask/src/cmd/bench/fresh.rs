@@ -398,10 +398,12 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
         }
     });
     let result = (|| -> anyhow::Result<(Vec<Duration>, Vec<f64>)> {
+        let seen = std::cell::RefCell::new(Vec::<serde_json::Value>::new());
         let wait_for = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
             let deadline = Instant::now() + Duration::from_secs(180);
             while Instant::now() < deadline {
                 if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+                    seen.borrow_mut().push(v.clone());
                     if pred(&v) {
                         return Ok(v);
                     }
@@ -446,10 +448,27 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
+            // The watch's events up to the new container's health: where the time went.
+            seen.borrow_mut().clear();
             let h = wait_for("healthy", &|v| {
                 v["event"] == "healthy" && v["service"] == service
             })?;
             let rep = h["save_to_healthy_ms"].as_f64().unwrap_or(f64::NAN);
+            let of = |event: &str, field: &str| {
+                seen.borrow()
+                    .iter()
+                    .rev()
+                    .find(|v| v["event"] == event)
+                    .and_then(|v| v[field].as_f64())
+                    .unwrap_or(f64::NAN)
+            };
+            eprintln!(
+                "bench watch-up:   batch {}, build {}, up {}, up -> healthy {}",
+                fmt_ms(of("batch", "latency_ms") + of("batch", "analysis_ms")),
+                fmt_ms(of("build_finished", "duration_ms")),
+                fmt_ms(of("up", "duration_ms")),
+                fmt_ms(of("healthy", "up_to_healthy_ms"))
+            );
             eprintln!(
                 "bench watch-up: {} save -> new code answering: {} (the watch says {})",
                 if run == 0 {
@@ -464,7 +483,6 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
                 ours.push(answered);
                 reported.push(rep);
             }
-            wait_for("idle", &|v| v["event"] == "idle")?;
         }
         Ok((ours, reported))
     })();

@@ -59,11 +59,21 @@ pub struct Args {
     /// Only issue 15's speed scenarios with Docker: a fresh engine (a second dockerd) building an
     /// edited service with and without the registry layer cache, and `watch --up` from a save to
     /// the new code answering (needs root for the second dockerd's bridge, and docker-compose)
-    #[arg(long)]
-    pub speed: bool,
+    /// (`--speed fresh` or `--speed watch` for one of them)
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., default_missing_value = "fresh,watch")]
+    pub speed: Option<Vec<Speed>>,
     /// Only write the synthetic monorepo of `--size` into DIR (new or empty) and exit
     #[arg(long, value_name = "DIR")]
     pub generate: Option<PathBuf>,
+}
+
+/// Issue 15's speed scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speed {
+    /// A fresh engine with vs without the registry layer cache.
+    Fresh,
+    /// `watch --up`: save -> the new code answering.
+    Watch,
 }
 
 /// Where the bench works and what it runs.
@@ -161,14 +171,17 @@ impl Args {
             layout: None,
             speed: Vec::new(),
         };
-        if self.speed {
+        let speed = self.speed.clone().unwrap_or_default();
+        if speed.contains(&Speed::Fresh) {
             results.speed.push(fresh::fresh(&ctx)?);
+        }
+        if speed.contains(&Speed::Watch) {
             results.speed.push(fresh::watch_up(&ctx)?);
         }
-        for size in sizes.iter().copied().filter(|_| !self.speed) {
+        for size in sizes.iter().copied().filter(|_| self.speed.is_none()) {
             results.sizes.push(bench_size(&ctx, size)?);
         }
-        if !self.no_docker && !self.speed {
+        if !self.no_docker && self.speed.is_none() {
             results.docker = Some(bench_docker(&ctx)?);
             if !self.no_layout {
                 results.layout = Some(layout::run(&ctx)?);
