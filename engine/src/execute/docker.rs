@@ -1085,6 +1085,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn layer_cache_arguments_follow_what_the_client_can() {
+        let d = |mode| Docker {
+            client: PathBuf::from("docker"),
+            version: "20.10.24".into(),
+            mode,
+            podman: false,
+        };
+        let lc = LayerCache {
+            from: vec!["r/ns/a:layers".into(), "r/ns/a:layers-builder".into()],
+            to: Some("r/ns/a:buildcache".into()),
+        };
+        assert_eq!(
+            d(BuildMode::BuildkitEnv).cache_args(&lc),
+            [
+                "--build-arg",
+                "BUILDKIT_INLINE_CACHE=1",
+                "--cache-from",
+                "r/ns/a:layers",
+                "--cache-from",
+                "r/ns/a:layers-builder"
+            ]
+        );
+        assert_eq!(
+            d(BuildMode::Buildx).cache_args(&lc),
+            [
+                "--cache-from",
+                "type=registry,ref=r/ns/a:layers",
+                "--cache-from",
+                "type=registry,ref=r/ns/a:layers-builder",
+                "--cache-to",
+                "type=registry,ref=r/ns/a:buildcache,mode=max"
+            ]
+        );
+        assert!(d(BuildMode::Legacy).cache_args(&lc).is_empty());
+        let podman = Docker {
+            podman: true,
+            ..d(BuildMode::BuildkitEnv)
+        };
+        assert_eq!(podman.cache_export(), CacheExport::None);
+        assert!(podman.cache_args(&lc).is_empty());
+    }
+
+    #[test]
     fn dechunks_http_bodies() {
         assert_eq!(
             dechunk(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_deref(),
