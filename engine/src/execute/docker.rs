@@ -1086,12 +1086,18 @@ mod tests {
 
     #[test]
     fn layer_cache_arguments_follow_what_the_client_can() {
-        let d = |mode| Docker {
+        let with_builder = |mode, driver: Option<&str>| Docker {
             client: PathBuf::from("docker"),
             version: "20.10.24".into(),
             mode,
             podman: false,
+            builder: Arc::new(OnceLock::from(driver.map(|d| BuildxBuilder {
+                name: "b".into(),
+                driver: d.into(),
+            }))),
+            trace: Tracer::default(),
         };
+        let d = |mode| with_builder(mode, None);
         let lc = LayerCache {
             from: vec!["r/ns/a:layers".into(), "r/ns/a:layers-builder".into()],
             to: Some("r/ns/a:buildcache".into()),
@@ -1107,8 +1113,14 @@ mod tests {
                 "r/ns/a:layers-builder"
             ]
         );
+        // buildx with its `docker` driver: inline, as the classic client.
         assert_eq!(
-            d(BuildMode::Buildx).cache_args(&lc),
+            with_builder(BuildMode::Buildx, Some("docker")).cache_args(&lc),
+            d(BuildMode::BuildkitEnv).cache_args(&lc)
+        );
+        // A builder of its own exports a cache image.
+        assert_eq!(
+            with_builder(BuildMode::Buildx, Some("docker-container")).cache_args(&lc),
             [
                 "--cache-from",
                 "type=registry,ref=r/ns/a:layers",
@@ -1231,6 +1243,7 @@ mod tests {
             platform: None,
             work_dir: PathBuf::from("/w"),
             cancel: Arc::default(),
+            layer_cache: None,
         };
         let args = |inspect: &str| -> Vec<String> {
             let b = BuildxBuilder::parse(inspect);
