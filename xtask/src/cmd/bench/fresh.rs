@@ -204,11 +204,17 @@ pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
     let host = std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
     let registry = format!("{host}/kcbench{}", std::process::id());
     let prefix = format!("kcbench-{}-f-", std::process::id());
+    // The images, and the registry's tags this engine holds (the key and layer cache pushes).
     let _cleanup = super::ImageCleanup {
         docker: client.clone(),
-        prefixes: vec![prefix.clone()],
+        prefixes: vec![prefix.clone(), format!("{registry}/")],
     };
     let dir = ctx.work.join("fresh");
+    // No cache directory of an earlier run: the first build must build (and export).
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("failed to remove `{}`", dir.display()))?;
+    }
     let root = dir.join("example");
     peer::copy_example(
         &ctx.repo_root.join("examples").join("kc-backend"),
@@ -323,6 +329,10 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
         prefixes: vec![prefix.clone()],
     };
     let dir = ctx.work.join("watch-up");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("failed to remove `{}`", dir.display()))?;
+    }
     let root = dir.join("example");
     peer::copy_example(
         &ctx.repo_root.join("examples").join("kc-backend"),
