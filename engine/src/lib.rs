@@ -75,6 +75,7 @@ pub mod secrets;
 pub mod sources;
 pub mod tags;
 mod tier;
+pub mod trust;
 pub mod verify;
 pub mod walk;
 pub mod warmup;

@@ -105,6 +105,12 @@ pub enum Reason {
         old: u32,
         new: u32,
     },
+    /// The cache registry holds the key, but no trusted key signed that entry: refused (built
+    /// here instead). `reference` names the key tag and the digest it resolved to.
+    RegistryEntryRefused {
+        reference: String,
+        why: String,
+    },
 }
 
 /// How a build argument changed.
@@ -226,6 +232,12 @@ impl std::fmt::Display for Reason {
             Reason::KeyFormatChanged { old, new } => {
                 write!(f, "key format changed: {old} -> {new}")
             }
+            Reason::RegistryEntryRefused { reference, why } => {
+                write!(
+                    f,
+                    "the cache registry's entry `{reference}` was refused: {why}"
+                )
+            }
         }
     }
 }
@@ -338,7 +350,9 @@ fn decide(
                 found,
             })
         }
-        Lookup::Miss(Miss::NotRecorded | Miss::NotFound) => reasons.push(Reason::NeverBuilt),
+        Lookup::Miss(Miss::NotRecorded | Miss::NotFound | Miss::Untrusted { .. }) => {
+            reasons.push(Reason::NeverBuilt)
+        }
     }
     if force {
         reasons.insert(0, Reason::Forced);

@@ -1,15 +1,17 @@
 //! Publish: the release tags of an image (`images --push --tag T`), the last step of a run and the
 //! one place a release reaches a registry. The run calls it only for an image that passed
-//! verification (or was checked with `--no-verify` off on purpose), after it was recorded.
+//! verification, after it was recorded; it passes the gate (`verify` of the run) for the case
+//! where the registry holds another image than the one verified here.
 //!
 //! When the registry already holds the key (with the right key label), the manifest is copied
-//! inside the registry under each tag: no layer moves, no image is needed locally. Otherwise the
-//! local image is pushed under its key tag and the tags. A key tag holding another key's image is
-//! never published over.
+//! inside the registry under each tag: no layer moves. That manifest is released only when its
+//! image is the one this run verified (its config digest is the local image id), or after
+//! [`Publisher::copy_gate`] pulled that very manifest by digest and the gate verified it.
+//! Otherwise the local image is pushed under its key tag and the tags. A key tag holding another
+//! key's image is never published over.
 //!
-//! Where later work plugs in: signing (cosign) goes after each tag is written, in
-//! [`Publisher::publish`]; a verification of a registry image before a manifest copy (the image
-//! was pushed by another machine's run, which verified it) goes in [`Publisher::copy_gate`].
+//! After the tags are written, each manifest published is signed (cosign's format) when a
+//! signing key is configured, the signature naming the digest that was verified.
 
 use cache::registry::Registry;
 
@@ -17,13 +19,19 @@ use crate::execute::Images;
 use crate::tags::key_tag;
 use crate::tier::registry::{lookup, reg_err};
 use crate::tier::{Lookup, Miss, Want};
+use crate::trust::{self, Trust};
 use crate::{Error, Result};
+
+/// Verifies an image of the engine (by id) under the run's rules: `Err` says why it may not be
+/// published.
+pub type Gate<'g> = dyn FnMut(&str) -> Result<()> + 'g;
 
 /// A registry to publish release tags to.
 pub struct Publisher<'a> {
     registry: Registry,
     tags: Vec<String>,
     images: Option<&'a dyn Images>,
+    trust: Trust,
 }
 
 impl<'a> Publisher<'a> {
@@ -34,6 +42,7 @@ impl<'a> Publisher<'a> {
         platform: Option<&str>,
         tags: &[String],
         images: Option<&'a dyn Images>,
+        trust: Trust,
     ) -> Result<Self> {
         let tags = if tags.is_empty() {
             vec![crate::tags::LATEST.to_string()]
@@ -44,24 +53,57 @@ impl<'a> Publisher<'a> {
             registry: crate::tier::registry::parse(spec, platform)?,
             tags,
             images,
+            trust,
         })
     }
 
-    /// Whether this is the registry (and namespace) `other` names.
-    pub fn is_in(&self, other: &Registry) -> bool {
-        self.registry.host == other.host && self.registry.namespace == other.namespace
+    /// Before a release tag is made by copying the manifest `m` of the key tag: the image it
+    /// names must be the one this run verified (`local_id`), or it is pulled by that very digest
+    /// and verified by `gate`. Returns how the copy was vouched for.
+    fn copy_gate(
+        &self,
+        want: &Want<'_>,
+        m: &cache::registry::Manifest,
+        local_id: Option<&str>,
+        gate: &mut Gate<'_>,
+    ) -> Result<&'static str> {
+        let config = trust::config_digest(&self.registry, want.image, m)?;
+        if local_id == Some(config.as_str()) || local_id == Some(m.digest.as_str()) {
+            return Ok("tagged in the registry (manifest copied, no layer moved)");
+        }
+        let reference = trust::digest_reference(&self.registry, want.image, &m.digest);
+        let images = self.images.ok_or_else(|| {
+            Error::Other(format!(
+                "`{reference}` was not verified here and there is no container engine to pull it into: not published"
+            ))
+        })?;
+        let pulled = images.pull(&reference)?;
+        if pulled.key.as_deref() != Some(want.key.to_hex().as_str()) {
+            return Err(Error::Other(format!(
+                "`{reference}` carries the key label {:?}, not {}: not published",
+                pulled.key,
+                want.key.to_hex()
+            )));
+        }
+        gate(&pulled.id).map_err(|e| {
+            Error::Other(format!(
+                "`{reference}` (the registry's image under the key tag) did not pass verify: {e}; not published"
+            ))
+        })?;
+        Ok("tagged in the registry (manifest copied after its image was pulled and verified)")
     }
 
-    /// Before a release tag is made by copying a registry entry this run did not verify itself:
-    /// today the entry is trusted as another run's verified push (the key label was checked by
-    /// the lookup). Issue 13 (trust) checks a signature or verifies the registry image here.
-    fn copy_gate(&self, _want: &Want<'_>, _manifest: &cache::registry::Manifest) -> Result<()> {
-        Ok(())
-    }
-
-    /// Publishes `<registry>/<image>:<tag>` for each release tag; returns what was done, one
-    /// line per tag.
-    pub fn publish(&self, want: &Want<'_>, local_id: Option<&str>) -> Result<Vec<String>> {
+    /// Publishes `<registry>/<image>:<tag>` for each release tag, then signs what it published
+    /// (with a signing key); returns what was done, one line per tag and per signature.
+    /// `local_id` is the image this run verified, if one is in the engine; `gate` verifies an
+    /// image the registry holds instead.
+    pub fn publish(
+        &self,
+        want: &Want<'_>,
+        local_id: Option<&str>,
+        gate: &mut Gate<'_>,
+    ) -> Result<Vec<String>> {
+        let mut signed = Vec::new();
         let how = match lookup(&self.registry, want)? {
             Lookup::Hit(_) => {
                 let m = self
@@ -71,13 +113,14 @@ impl<'a> Publisher<'a> {
                     .ok_or_else(|| {
                         Error::Other(format!("the key tag of {} vanished", want.image))
                     })?;
-                self.copy_gate(want, &m)?;
+                let how = self.copy_gate(want, &m, local_id, gate)?;
                 for t in &self.tags {
                     self.registry
                         .put_manifest(want.image, t, &m)
                         .map_err(reg_err)?;
                 }
-                "tagged in the registry (manifest copied, no layer moved)"
+                signed.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
+                how
             }
             Lookup::Miss(Miss::Mislabelled { found, .. }) => {
                 return Err(Error::Other(format!(
@@ -104,13 +147,26 @@ impl<'a> Publisher<'a> {
                 for r in &refs {
                     images.push(id, r)?;
                 }
+                if self.trust.signer.is_some() {
+                    let mut digests = Vec::new();
+                    let key = key_tag(want.key);
+                    for t in std::iter::once(&key).chain(&self.tags) {
+                        let m = trust::pushed_manifest(&self.registry, want.image, t, id)?;
+                        if !digests.contains(&m.digest) {
+                            signed.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
+                            digests.push(m.digest);
+                        }
+                    }
+                }
                 "pushed"
             }
         };
-        Ok(self
+        let mut lines: Vec<String> = self
             .tags
             .iter()
             .map(|t| format!("{}: {how}", self.registry.reference(want.image, t)))
-            .collect())
+            .collect();
+        lines.extend(signed);
+        Ok(lines)
     }
 }

@@ -40,7 +40,7 @@ use crate::execute::{Backend, Images};
 use crate::pipeline::{Analysis, ImageInputs};
 use crate::plan::{Action, ImagePlan, Reason};
 use crate::publish::Publisher;
-use crate::tier::{LocalTier, RegistryTier};
+use crate::tier::{LocalTier, RegistryTier, Tier};
 use crate::{Error, Result};
 
 pub(crate) use job::Job;
@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub tags: Vec<String>,
     /// Set to stop: running builds are cancelled, none is started, nothing unfinished recorded.
     pub cancel: Arc<AtomicBool>,
+    /// Signs every manifest the run publishes (cache key tags, release tags), in cosign's
+    /// format; the CLI reads it from `IMAGES_SIGNING_KEY` / `IMAGES_SIGNING_KEY_FILE`.
+    pub signing_key: Option<Arc<cache::cosign::SigningKey>>,
 }
 
 impl Default for RunOptions {
@@ -89,6 +92,7 @@ impl Default for RunOptions {
             registry: None,
             tags: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
+            signing_key: None,
         }
     }
 }
@@ -460,22 +464,56 @@ impl<'a> Runner<'a> {
             .clone()
             .or_else(|| backend.images.and_then(|i| i.platform()));
         let platform = platform.as_deref();
+        // Nothing reaches a registry unverified: without verification, nothing is pushed.
+        let verify = opts.verify && backend.verifier.is_some();
+        if opts.push && !verify {
+            return Err(Error::Other("--push needs verification: nothing reaches a registry unless it passed verify\n  hint: drop --no-verify".into()));
+        }
+        let trust = crate::trust::Trust {
+            signer: opts.signing_key.clone(),
+            keys: analysis.ws.config.trusted_keys(&analysis.ws.root)?,
+        };
+        let read_only = opts.cache_read_only || !verify;
         let remote = cache_spec
             .as_deref()
-            .map(|s| RegistryTier::new(s, platform, backend.images, opts.cache_read_only))
+            .map(|s| RegistryTier::new(s, platform, backend.images, read_only, trust.clone()))
             .transpose()?;
+        if let Some(r) = &remote {
+            let name = r.describe();
+            if !opts.cache_read_only && !verify {
+                on_event(Event::Warning {
+                    message: format!(
+                        "images are not verified (--no-verify): nothing is pushed to {name}"
+                    ),
+                });
+            }
+            if r.label_only() {
+                on_event(Event::Warning {
+                    message: format!("entries of {name} are trusted by their key label only: anyone who can push there can plant one\n  hint: list the public keys whose signatures you trust under [trust] keys in images.toml (see docs/trust.md)"),
+                });
+            } else if r.writes() && trust.signer.is_none() {
+                on_event(Event::Warning {
+                    message: format!("no signing key: what this run pushes to {name} is unsigned, and runs that trust only [trust] keys refuse it\n  hint: set IMAGES_SIGNING_KEY_FILE (or IMAGES_SIGNING_KEY) and COSIGN_PASSWORD"),
+                });
+            }
+        }
         let publisher = if opts.push {
             let spec = opts.registry.clone().or(cache_spec).ok_or_else(|| {
                 Error::Other("--push needs a registry\n  hint: pass --registry HOST[:PORT]/NAMESPACE (or --cache-registry)".into())
             })?;
-            Some(Publisher::new(&spec, platform, &opts.tags, backend.images)?)
+            Some(Publisher::new(
+                &spec,
+                platform,
+                &opts.tags,
+                backend.images,
+                trust,
+            )?)
         } else {
             None
         };
         let layout = cache::Layout::new(&analysis.cache_dir);
         let work = layout.work();
         std::fs::create_dir_all(&work).map_err(|e| Error::io("create directory", &work, e))?;
-        let verify = opts.verify && backend.verifier.is_some();
         Ok(Runner {
             layout,
             local: LocalTier::new(store, backend.images),

@@ -88,7 +88,7 @@ impl Runner<'_> {
         if self.cancelled() || !self.verify(job, &id, &mut r) {
             return r;
         }
-        self.publish(want, Some(&id), &mut r);
+        self.publish(job, want, Some(&id), &mut r);
         r
     }
 
@@ -108,22 +108,17 @@ impl Runner<'_> {
         for w in search.warnings {
             self.warn(format!("{w}; building {} here", job.service));
         }
+        for (reference, why) in search.untrusted {
+            r.reasons
+                .push(crate::plan::Reason::RegistryEntryRefused { reference, why });
+        }
         let Some((level, hit)) = search.found else {
             return Remote::Build {
                 refused: search.refused,
             };
         };
-        let in_place = match (&self.publisher, &self.remote) {
-            (Some(p), Some(remote)) => level == 1 && p.is_in(remote.registry()),
-            _ => false,
-        };
-        if in_place {
-            // Publishing to the registry that holds it: nothing to pull, record or build.
-            r.outcome = Outcome::Cached;
-            r.registry.push(format!("in {}", hit.location));
-            self.publish(want, None, r);
-            return Remote::Done;
-        }
+        // Even to publish in the registry that holds it, the entry is pulled (by the digest
+        // the lookup checked) and verified first: nothing is published unverified.
         self.emit(Event::Pulling {
             service: job.service.clone(),
             reference: hit.location.clone(),
@@ -133,7 +128,7 @@ impl Runner<'_> {
                 refused: search.refused,
             };
         };
-        let pulled = match tier.fetch(want) {
+        let pulled = match tier.fetch(want, &hit) {
             Ok(p) => p,
             Err(e) => {
                 self.warn(format!(
@@ -148,7 +143,11 @@ impl Runner<'_> {
         };
         self.local.note(&pulled);
         r.image_id = Some(pulled.id.clone());
-        r.registry.push(format!("pulled from {}", hit.location));
+        r.registry.push(match (&hit.digest, &hit.signed_by) {
+            (Some(d), Some(key)) => format!("pulled from {}@{d} (signed by {key})", hit.location),
+            (Some(d), None) => format!("pulled from {}@{d}", hit.location),
+            _ => format!("pulled from {}", hit.location),
+        });
         r.pulled_from = Some(hit.location.clone());
         if !self.verify(job, &pulled.id, r) {
             r.outcome = Outcome::Failed;
@@ -180,7 +179,7 @@ impl Runner<'_> {
             return Remote::Done;
         }
         r.outcome = Outcome::Cached;
-        self.publish(want, Some(&pulled.id), r);
+        self.publish(job, want, Some(&pulled.id), r);
         Remote::Done
     }
 
@@ -295,7 +294,7 @@ impl Runner<'_> {
             });
             r.registry.push(message);
         }
-        self.publish(want, Some(&out.image_id), &mut r);
+        self.publish(job, want, Some(&out.image_id), &mut r);
         self.export_layers(job, &req, &out.image_id, &mut r);
         r
     }
@@ -331,10 +330,31 @@ impl Runner<'_> {
         }
     }
 
-    /// Publishes the release tags (with `--push`).
-    fn publish(&self, want: &Want<'_>, local_id: Option<&str>, r: &mut ImageReport) {
+    /// Publishes the release tags (with `--push`). `local_id` is the image verified in this
+    /// run; an image the registry holds under the key instead is pulled and verified here (the
+    /// gate) before its manifest is copied.
+    fn publish(&self, job: &Job, want: &Want<'_>, local_id: Option<&str>, r: &mut ImageReport) {
         let Some(p) = &self.publisher else { return };
-        match p.publish(want, local_id) {
+        let result = {
+            let mut gate = |id: &str| -> crate::Result<()> {
+                self.local.note(&LocalImage {
+                    id: id.to_string(),
+                    key: Some(job.key.to_hex()),
+                    tags: Vec::new(),
+                });
+                if self.verify(job, id, r) {
+                    Ok(())
+                } else {
+                    Err(crate::Error::Other(
+                        r.error
+                            .clone()
+                            .unwrap_or_else(|| "its verification failed".to_string()),
+                    ))
+                }
+            };
+            p.publish(want, local_id, &mut gate)
+        };
+        match result {
             Ok(lines) => {
                 for message in lines {
                     self.emit(Event::Registry {

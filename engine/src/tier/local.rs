@@ -127,6 +127,8 @@ impl Tier for LocalTier<'_> {
                 image_id: Some(r.image_id.clone()),
                 location: "the local cache".to_string(),
                 duration_ms: Some(r.duration_ms),
+                digest: None,
+                signed_by: None,
             })
         };
         Ok(match label {
@@ -143,7 +145,7 @@ impl Tier for LocalTier<'_> {
         })
     }
 
-    fn fetch(&self, want: &Want<'_>) -> Result<LocalImage> {
+    fn fetch(&self, want: &Want<'_>, _hit: &Hit) -> Result<LocalImage> {
         match self.lookup(want)? {
             Lookup::Hit(Hit {
                 image_id: Some(id), ..

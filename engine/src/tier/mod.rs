@@ -38,6 +38,10 @@ pub struct Hit {
     pub location: String,
     /// How long its build took, when the tier knows.
     pub duration_ms: Option<u64>,
+    /// The manifest digest a registry's key tag resolved to: what is checked, pulled and used.
+    pub digest: Option<String>,
+    /// The trusted key that signed it (a registry with `[trust] keys`).
+    pub signed_by: Option<String>,
 }
 
 /// A tier does not hold the key's image, and why.
@@ -54,6 +58,9 @@ pub enum Miss {
     },
     /// The tier has no entry under the key.
     NotFound,
+    /// An entry whose signatures no trusted key vouches for: never used (`reference` names the
+    /// key tag and its digest).
+    Untrusted { reference: String, why: String },
 }
 
 /// What a lookup found.
@@ -69,8 +76,8 @@ pub trait Tier: Sync {
     fn describe(&self) -> String;
     /// Whether the tier holds the key's image, and why not.
     fn lookup(&self, want: &Want<'_>) -> Result<Lookup>;
-    /// Brings a hit into the engine; returns the image there.
-    fn fetch(&self, want: &Want<'_>) -> Result<LocalImage>;
+    /// Brings `hit` (what [`Tier::lookup`] found) into the engine; returns the image there.
+    fn fetch(&self, want: &Want<'_>, hit: &Hit) -> Result<LocalImage>;
     /// Keeps a verified image under its key. `Ok(None)` when the tier takes nothing (read-only);
     /// otherwise what was done, for the report.
     fn store(&self, want: &Want<'_>, entry: &Entry<'_>) -> Result<Option<String>>;
@@ -85,6 +92,8 @@ pub struct Search {
     pub refused: Vec<usize>,
     /// Tiers that could not answer, or refused an entry, said as warnings.
     pub warnings: Vec<String>,
+    /// Entries refused for their signatures: the key tag (with its digest) and why.
+    pub untrusted: Vec<(String, String)>,
 }
 
 /// The local tier, then the remote ones in order.
@@ -145,6 +154,14 @@ impl<'a> Layered<'a> {
                         want.key.to_hex()
                     ));
                     s.refused.push(level);
+                }
+                Lookup::Miss(Miss::Untrusted { reference, why }) => {
+                    s.warnings.push(format!(
+                        "{} holds `{reference}` for {}, refused: {why}",
+                        tier.describe(),
+                        want.service,
+                    ));
+                    s.untrusted.push((reference, why));
                 }
                 Lookup::Miss(_) => {}
             }

@@ -1,8 +1,11 @@
 //! The registry tier: an OCI registry shared as a cache, images tagged by key
 //! (`<registry>/<namespace>/<image>:key-…`). A lookup is a `HEAD` of the key tag, then the
-//! image's labels from its config blob: an image whose key label is another is refused. A fetch
-//! pulls into the engine and checks the label again on what was pulled. A store pushes the key
-//! tag (never in read-only mode, for untrusted builds such as pull requests).
+//! image's labels from its config blob: an image whose key label is another is refused. With
+//! `[trust] keys`, the manifest digest the key tag resolved to must carry a cosign signature by
+//! one of them, else the entry is refused ([`Miss::Untrusted`]). A fetch pulls that very digest
+//! into the engine (not the tag, which may have moved since) and checks the label again on what
+//! was pulled. A store pushes the key tag (never in read-only mode, for untrusted builds such as
+//! pull requests) and signs what it pushed when a signing key is configured.
 //!
 //! It speaks through the public methods of [`cache::registry::Registry`] (parse, reference,
 //! head_manifest, get_manifest, labels) and the engine's [`Images`], never Docker itself.
@@ -13,6 +16,7 @@ use super::{Hit, Lookup, Miss, Tier, Want};
 use crate::execute::{Images, LocalImage};
 use crate::record::Entry;
 use crate::tags::{key_tag, KEY_LABEL};
+use crate::trust::{self, Check, Trust};
 use crate::{Error, Result};
 
 pub(crate) fn reg_err(e: cache::registry::RegistryError) -> Error {
@@ -40,6 +44,8 @@ pub struct RegistryTier<'a> {
     images: Option<&'a dyn Images>,
     /// Never push.
     read_only: bool,
+    /// Whose signatures it takes, and the key it signs with.
+    trust: Trust,
 }
 
 impl<'a> RegistryTier<'a> {
@@ -50,16 +56,24 @@ impl<'a> RegistryTier<'a> {
         platform: Option<&str>,
         images: Option<&'a dyn Images>,
         read_only: bool,
+        trust: Trust,
     ) -> Result<RegistryTier<'a>> {
         Ok(RegistryTier {
             registry: parse(spec, platform)?,
             images,
             read_only,
+            trust,
         })
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// Whether it takes entries on their key label alone (no trusted key is configured).
+    pub fn label_only(&self) -> bool {
+        self.trust.keys.is_empty()
+    }
+
+    /// Whether it pushes (not read-only).
+    pub fn writes(&self) -> bool {
+        !self.read_only
     }
 
     /// Never pushed to (`--cache-read-only`).
@@ -105,6 +119,8 @@ pub(crate) fn lookup(registry: &Registry, want: &Want<'_>) -> Result<Lookup> {
             image_id: None,
             location: registry.reference(want.image, &tag),
             duration_ms: None,
+            digest: Some(m.digest),
+            signed_by: None,
         }))
     } else {
         Ok(Lookup::Miss(Miss::Mislabelled {
@@ -125,11 +141,32 @@ impl Tier for RegistryTier<'_> {
     }
 
     fn lookup(&self, want: &Want<'_>) -> Result<Lookup> {
-        lookup(&self.registry, want)
+        let mut hit = match lookup(&self.registry, want)? {
+            Lookup::Hit(hit) => hit,
+            miss => return Ok(miss),
+        };
+        let Some(digest) = hit.digest.clone() else {
+            return Ok(Lookup::Hit(hit));
+        };
+        match self.trust.check(&self.registry, want.image, &digest)? {
+            Check::LabelOnly => {}
+            Check::Signed(key) => hit.signed_by = Some(key),
+            Check::Refused(why) => {
+                return Ok(Lookup::Miss(Miss::Untrusted {
+                    reference: format!("{}@{digest}", hit.location),
+                    why,
+                }))
+            }
+        }
+        Ok(Lookup::Hit(hit))
     }
 
-    fn fetch(&self, want: &Want<'_>) -> Result<LocalImage> {
-        let reference = self.reference(want);
+    fn fetch(&self, want: &Want<'_>, hit: &Hit) -> Result<LocalImage> {
+        // The digest the lookup checked (and, with trusted keys, found signed), not the tag.
+        let reference = match &hit.digest {
+            Some(d) => trust::digest_reference(&self.registry, want.image, d),
+            None => self.reference(want),
+        };
         let pulled = self.images()?.pull(&reference)?;
         // Check again what was pulled, not only what the registry said.
         if pulled.key.as_deref() != Some(want.key.to_hex().as_str()) {
@@ -148,6 +185,18 @@ impl Tier for RegistryTier<'_> {
         }
         let reference = self.reference(want);
         self.images()?.push(entry.image_id, &reference)?;
-        Ok(Some(format!("pushed {reference}")))
+        let mut done = format!("pushed {reference}");
+        if self.trust.signer.is_some() {
+            let m = trust::pushed_manifest(
+                &self.registry,
+                want.image,
+                &key_tag(want.key),
+                entry.image_id,
+            )?;
+            if let Some(signed) = self.trust.sign(&self.registry, want.image, &m.digest)? {
+                done.push_str(&format!("; {signed}"));
+            }
+        }
+        Ok(Some(done))
     }
 }

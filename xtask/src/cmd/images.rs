@@ -66,10 +66,12 @@ pub struct RunFlags {
 }
 
 impl RunFlags {
-    /// The run's options.
-    pub fn options(&self, global: &Global) -> engine::run::RunOptions {
+    /// The run's options, with the signing key of the environment (`IMAGES_SIGNING_KEY` or
+    /// `IMAGES_SIGNING_KEY_FILE`, `COSIGN_PASSWORD`; see docs/trust.md).
+    pub fn options(&self, global: &Global) -> anyhow::Result<engine::run::RunOptions> {
         let defaults = engine::run::RunOptions::default();
-        engine::run::RunOptions {
+        let signing_key = cache::cosign::SigningKey::from_env()?.map(std::sync::Arc::new);
+        Ok(engine::run::RunOptions {
             jobs: global.jobs.unwrap_or(defaults.jobs).max(1),
             verify: !self.no_verify,
             cache_registry: self.cache_registry.clone(),
@@ -77,8 +79,9 @@ impl RunFlags {
             push: self.push,
             registry: self.registry.clone(),
             tags: self.tags.clone(),
+            signing_key,
             ..defaults
-        }
+        })
     }
 }
 
@@ -213,12 +216,12 @@ impl Args {
     }
 
     /// The run's options from the flags.
-    fn options(&self, global: &Global) -> engine::run::RunOptions {
-        engine::run::RunOptions {
+    fn options(&self, global: &Global) -> anyhow::Result<engine::run::RunOptions> {
+        Ok(engine::run::RunOptions {
             keep_going: self.keep_going,
             force: self.force,
-            ..self.run.options(global)
-        }
+            ..self.run.options(global)?
+        })
     }
 
     /// The plan, checked against the engine when one answers.
@@ -316,7 +319,7 @@ impl Args {
         base: Option<&crate::ci::Base>,
     ) -> anyhow::Result<i32> {
         let mut docker = Docker::detect()?;
-        let opts = self.options(global);
+        let opts = self.options(global)?;
         let reporter = crate::report::Reporter::new(crate::report::show(global), opts.jobs);
         if output::verbose(2) {
             let r = reporter.clone();

@@ -69,7 +69,7 @@ impl Args {
         };
         let mut opts = engine::watch::Options::new(popts);
         opts.debounce = Duration::from_millis(self.debounce.max(1));
-        opts.run = self.run.options(global);
+        opts.run = self.run.options(global)?;
         opts.compose = compose;
 
         let stop = Arc::new(AtomicBool::new(false));
