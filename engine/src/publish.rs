@@ -19,7 +19,7 @@ use crate::execute::Images;
 use crate::tags::key_tag;
 use crate::tier::registry::{lookup, reg_err};
 use crate::tier::{Lookup, Miss, Want};
-use crate::trust::{self, Trust};
+use crate::trust::{self, Check, Trust};
 use crate::{Error, Result};
 
 /// Verifies an image of the engine (by id) under the run's rules: `Err` says why it may not be
@@ -58,20 +58,25 @@ impl<'a> Publisher<'a> {
     }
 
     /// Before a release tag is made by copying the manifest `m` of the key tag: the image it
-    /// names must be the one this run verified (`local_id`), or it is pulled by that very digest
-    /// and verified by `gate`. Returns how the copy was vouched for.
+    /// names must be the one this run verified (`local_id`), or (with `[trust] keys`, signed by
+    /// one of them and) pulled by that very digest and verified by `gate`.
     fn copy_gate(
         &self,
         want: &Want<'_>,
         m: &cache::registry::Manifest,
         local_id: Option<&str>,
         gate: &mut Gate<'_>,
-    ) -> Result<&'static str> {
+    ) -> Result<Copy> {
         let config = trust::config_digest(&self.registry, want.image, m)?;
         if local_id == Some(config.as_str()) || local_id == Some(m.digest.as_str()) {
-            return Ok("tagged in the registry (manifest copied, no layer moved)");
+            return Ok(Copy::Yes(
+                "tagged in the registry (manifest copied, no layer moved)",
+            ));
         }
         let reference = trust::digest_reference(&self.registry, want.image, &m.digest);
+        if let Check::Refused(why) = self.trust.check(&self.registry, want.image, &m.digest)? {
+            return Ok(Copy::Untrusted(format!("`{reference}` was refused: {why}")));
+        }
         let images = self.images.ok_or_else(|| {
             Error::Other(format!(
                 "`{reference}` was not verified here and there is no container engine to pull it into: not published"
@@ -90,7 +95,9 @@ impl<'a> Publisher<'a> {
                 "`{reference}` (the registry's image under the key tag) did not pass verify: {e}; not published"
             ))
         })?;
-        Ok("tagged in the registry (manifest copied after its image was pulled and verified)")
+        Ok(Copy::Yes(
+            "tagged in the registry (manifest copied after its image was pulled and verified)",
+        ))
     }
 
     /// Publishes `<registry>/<image>:<tag>` for each release tag, then signs what it published
@@ -103,7 +110,7 @@ impl<'a> Publisher<'a> {
         local_id: Option<&str>,
         gate: &mut Gate<'_>,
     ) -> Result<Vec<String>> {
-        let mut signed = Vec::new();
+        let mut done = Vec::new();
         let how = match lookup(&self.registry, want)? {
             Lookup::Hit(_) => {
                 let m = self
@@ -113,14 +120,26 @@ impl<'a> Publisher<'a> {
                     .ok_or_else(|| {
                         Error::Other(format!("the key tag of {} vanished", want.image))
                     })?;
-                let how = self.copy_gate(want, &m, local_id, gate)?;
-                for t in &self.tags {
-                    self.registry
-                        .put_manifest(want.image, t, &m)
-                        .map_err(reg_err)?;
+                match self.copy_gate(want, &m, local_id, gate)? {
+                    Copy::Yes(how) => {
+                        for t in &self.tags {
+                            self.registry
+                                .put_manifest(want.image, t, &m)
+                                .map_err(reg_err)?;
+                        }
+                        done.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
+                        how
+                    }
+                    // The image verified here replaces an entry no trusted key signed.
+                    Copy::Untrusted(why) => match local_id {
+                        Some(id) => {
+                            done.push(format!("{why}; the image verified here is pushed over it"));
+                            self.push(want, id, &mut done)?;
+                            "pushed"
+                        }
+                        None => return Err(Error::Other(format!("{why}: not published"))),
+                    },
                 }
-                signed.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
-                how
             }
             Lookup::Miss(Miss::Mislabelled { found, .. }) => {
                 return Err(Error::Other(format!(
@@ -136,28 +155,7 @@ impl<'a> Publisher<'a> {
                         want.image, self.registry.host
                     ))
                 })?;
-                let images = self.images.ok_or_else(|| {
-                    Error::Other(format!(
-                        "no container engine to push {} from",
-                        want.image
-                    ))
-                })?;
-                let mut refs = vec![self.registry.reference(want.image, &key_tag(want.key))];
-                refs.extend(self.tags.iter().map(|t| self.registry.reference(want.image, t)));
-                for r in &refs {
-                    images.push(id, r)?;
-                }
-                if self.trust.signer.is_some() {
-                    let mut digests = Vec::new();
-                    let key = key_tag(want.key);
-                    for t in std::iter::once(&key).chain(&self.tags) {
-                        let m = trust::pushed_manifest(&self.registry, want.image, t, id)?;
-                        if !digests.contains(&m.digest) {
-                            signed.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
-                            digests.push(m.digest);
-                        }
-                    }
-                }
+                self.push(want, id, &mut done)?;
                 "pushed"
             }
         };
@@ -166,7 +164,39 @@ impl<'a> Publisher<'a> {
             .iter()
             .map(|t| format!("{}: {how}", self.registry.reference(want.image, t)))
             .collect();
-        lines.extend(signed);
+        lines.extend(done);
         Ok(lines)
     }
+
+    /// Pushes the local image `id` (verified) under the key tag and each release tag, then
+    /// signs what the tags hold (checked to be `id`) when a signing key is configured.
+    fn push(&self, want: &Want<'_>, id: &str, done: &mut Vec<String>) -> Result<()> {
+        let images = self.images.ok_or_else(|| {
+            Error::Other(format!("no container engine to push {} from", want.image))
+        })?;
+        let key = key_tag(want.key);
+        let tags: Vec<&String> = std::iter::once(&key).chain(&self.tags).collect();
+        for t in &tags {
+            images.push(id, &self.registry.reference(want.image, t))?;
+        }
+        if self.trust.signer.is_some() {
+            let mut digests = Vec::new();
+            for t in &tags {
+                let m = trust::pushed_manifest(&self.registry, want.image, t, id)?;
+                if !digests.contains(&m.digest) {
+                    done.extend(self.trust.sign(&self.registry, want.image, &m.digest)?);
+                    digests.push(m.digest);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the key tag's manifest may be copied to the release tags.
+enum Copy {
+    /// Yes, and how it was vouched for.
+    Yes(&'static str),
+    /// No trusted key signed it.
+    Untrusted(String),
 }
