@@ -24,5 +24,6 @@ mod registry;
 mod run;
 mod secrets;
 mod soundness;
+mod trust;
 mod verify;
 mod watch;

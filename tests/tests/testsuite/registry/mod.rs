@@ -5,7 +5,7 @@
 //! produce on demand (503s, hostile token realms) from small servers named for them.
 
 mod servers;
-mod signatures;
+pub(crate) mod signatures;
 
 use std::path::Path;
 use std::sync::Arc;

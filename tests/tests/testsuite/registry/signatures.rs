@@ -84,8 +84,8 @@ fn oracle_bin() -> PathBuf {
 }
 
 /// sigstore-rs, through `cosign-oracle`, against the registry `host` (plain HTTP).
-struct Oracle {
-    host: String,
+pub(crate) struct Oracle {
+    pub(crate) host: String,
 }
 
 impl Oracle {
@@ -99,7 +99,7 @@ impl Oracle {
 
     /// Whether sigstore-rs verifies a signature of `repo@digest` by `public_key` (exit 0), or
     /// refuses (exit 1); anything else is a broken oracle.
-    fn accepts(&self, repo: &str, digest: &str, public_key: &Path) -> bool {
+    pub(crate) fn accepts(&self, repo: &str, digest: &str, public_key: &Path) -> bool {
         let image = format!("{}/{repo}@{digest}", self.host);
         let out = self.run(&["verify", &image, &public_key.display().to_string()]);
         match out.status.code() {
@@ -121,7 +121,7 @@ impl Oracle {
     }
 
     /// A key pair made by sigstore-rs: `dir/name.key` (encrypted with `password`), `.pub`.
-    fn keygen(&self, dir: &Path, name: &str, password: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn keygen(&self, dir: &Path, name: &str, password: &str) -> (PathBuf, PathBuf) {
         let prefix = dir.join(name);
         let out = self.run(&["keygen", &prefix.display().to_string(), password]);
         assert!(out.status.success(), "cosign-oracle keygen: {}", text(&out));
@@ -139,13 +139,13 @@ fn text(o: &Output) -> String {
 }
 
 /// A key pair written as `cargo xtask keygen` writes it (cosign's encrypted format).
-struct KeyFiles {
-    key: SigningKey,
-    private: PathBuf,
-    public: PathBuf,
+pub(crate) struct KeyFiles {
+    pub(crate) key: SigningKey,
+    pub(crate) private: PathBuf,
+    pub(crate) public: PathBuf,
 }
 
-fn key_files(dir: &Path, name: &str, password: &str) -> KeyFiles {
+pub(crate) fn key_files(dir: &Path, name: &str, password: &str) -> KeyFiles {
     let key = SigningKey::generate().expect("generate");
     let private = dir.join(format!("{name}.key"));
     let public = dir.join(format!("{name}.pub"));
