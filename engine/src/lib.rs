@@ -33,7 +33,10 @@
 //!   - [`execute`]: the `Builder`, `Images` and `Verifier` traits a run works through, and
 //!     Docker, which is all three ([`execute::Backend`]);
 //!   - [`record`]: the record stage (and the failure log);
-//!   - `publish` (private): release tags, by manifest copy or push (where signing will go);
+//!   - `publish` (private): release tags, by manifest copy (behind a verification gate) or
+//!     push, then signed;
+//!   - [`trust`]: the signing key and trusted keys of a run; signature checks of registry
+//!     entries, signing what was published;
 //!   - [`tags`]: the key label, the key tag, the one tag pair.
 //!   - [`warmup`]: the stage several images of a run share, built once before them.
 //! - [`verify`]: checks of a built image against the architecture's rules, read from its layers.
