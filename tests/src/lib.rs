@@ -355,7 +355,12 @@ pub fn docker_ok(args: &[&str]) -> String {
 /// has it after a registry (`host:port/<prefix>…`); `None` if Docker could not be run.
 fn images_with_prefix(prefix: &str, qualified: bool) -> Option<Vec<String>> {
     let list = docker()
-        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .args([
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}}:{{.Tag}}\t{{.Repository}}@{{.Digest}}",
+        ])
         .output()
         .ok()?;
     let in_registry = format!("/{prefix}");
@@ -363,7 +368,12 @@ fn images_with_prefix(prefix: &str, qualified: bool) -> Option<Vec<String>> {
         String::from_utf8_lossy(&list.stdout)
             .lines()
             .filter(|l| l.starts_with(prefix) || (qualified && l.contains(&in_registry)))
-            .map(String::from)
+            // An image pulled by digest has no tag: it is named by its digest.
+            .filter_map(|l| match l.split_once('\t') {
+                Some((tagged, _)) if !tagged.ends_with(":<none>") => Some(tagged.to_string()),
+                Some((_, digested)) if !digested.ends_with("@<none>") => Some(digested.to_string()),
+                _ => None,
+            })
             .collect(),
     )
 }
@@ -372,6 +382,16 @@ fn images_with_prefix(prefix: &str, qualified: bool) -> Option<Vec<String>> {
 /// cleanup for a fixture's `Drop`.
 pub fn remove_images(prefix: &str) {
     if let Some(tags) = images_with_prefix(prefix, false) {
+        if !tags.is_empty() {
+            let _ = docker().args(["rmi", "-f"]).args(&tags).output();
+        }
+    }
+}
+
+/// Removes (`rmi -f`) the local images named with `prefix`, pushed and pulled ones
+/// (`host:port/…/<prefix>…`) included, ignoring any failure: cleanup for a fixture's `Drop`.
+pub fn remove_all_images(prefix: &str) {
+    if let Some(tags) = images_with_prefix(prefix, true) {
         if !tags.is_empty() {
             let _ = docker().args(["rmi", "-f"]).args(&tags).output();
         }

@@ -13,7 +13,7 @@
 use std::process::{Command, Output};
 
 use cache::registry::Registry;
-use tests::{copy_tree, docker_ok, remove_images, repo_root, Fixture};
+use tests::{copy_tree, docker_ok, repo_root, Fixture};
 
 use crate::registry::signatures::{key_files, Oracle};
 
@@ -132,13 +132,7 @@ impl Trusting {
 
 impl Drop for Trusting {
     fn drop(&mut self) {
-        remove_images(&self.prefix);
-        let qualified = format!("{}/{}", self.cache_registry, self.prefix);
-        let list = docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-        let mine: Vec<&str> = list.lines().filter(|l| l.starts_with(&qualified)).collect();
-        if !mine.is_empty() {
-            let _ = tests::docker().args(["rmi", "-f"]).args(&mine).output();
-        }
+        tests::remove_all_images(&self.prefix);
     }
 }
 

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use engine::execute::{Backend, KEY_LABEL};
+use engine::execute::{Backend, Verifier, KEY_LABEL};
+use engine::verify::{Check, Report, Rule, Subject, Verified};
 use engine::watch::{BuildResult, Event, Watcher};
 use tests::{docker, docker_ok, project, remove_images, Fixture};
 
@@ -502,6 +503,38 @@ fn a_watch_rebuild_that_fails_verification_is_reported_failed_and_not_recorded()
     assert_eq!(started(&events[mark..]), ["good"]);
 }
 
+/// A verifier that waives the architecture's rules (named so): the watch fixture's trivial images
+/// are not seed-style, and nothing is pushed to a registry without a verification that passed.
+/// The gate itself is tested with real rules in `trust.rs`.
+struct WaivedRules;
+
+static WAIVED_RULES: WaivedRules = WaivedRules;
+
+impl Verifier for WaivedRules {
+    fn verify(
+        &self,
+        _cache_dir: &Path,
+        subject: &Subject,
+        image: &str,
+        _key: &engine::digest::ImageKey,
+        image_id: &str,
+    ) -> engine::Result<Verified> {
+        Ok(Verified {
+            report: Report {
+                service: subject.service.clone(),
+                image: image.to_string(),
+                image_id: Some(image_id.to_string()),
+                size_bytes: 0,
+                budget_bytes: 0,
+                ok: true,
+                checks: vec![Check::pass(Rule::Image, "rules waived for this fixture")],
+            },
+            reused: false,
+            warnings: Vec::new(),
+        })
+    }
+}
+
 /// With a cache registry, a watch rebuild is pushed there under its key tag, and a key the
 /// registry holds is pulled (and verified, recorded, tagged) instead of built, as `images` does.
 #[test]
@@ -526,11 +559,14 @@ fn a_watch_rebuild_is_looked_up_in_and_pushed_to_the_cache_registry() {
         popts.cache_dir = Some(cache_dir.to_path_buf());
         let mut opts = engine::watch::Options::new(popts);
         opts.run.jobs = 1;
-        // The fixture's trivial Dockerfiles are not seed-style images: no verification gate.
-        opts.run.verify = false;
         opts.run.cache_registry = Some(registry.clone());
         let d = engine::execute::docker::Docker::detect().expect("docker");
-        spawn(Watcher::new(opts), Arc::new(d), |d| Backend::docker(d))
+        // The fixture's trivial Dockerfiles are not seed-style images: the rules are waived.
+        spawn(Watcher::new(opts), Arc::new(d), |d| Backend {
+            builder: d,
+            images: Some(d),
+            verifier: Some(&WAIVED_RULES),
+        })
     };
     let pushed = |events: &[Event], key: &str| {
         events.iter().any(|e| {
