@@ -187,14 +187,17 @@ impl Tier for RegistryTier<'_> {
         self.images()?.push(entry.image_id, &reference)?;
         let mut done = format!("pushed {reference}");
         if self.trust.signer.is_some() {
-            let m = trust::pushed_manifest(
+            let signed = trust::pushed_manifest(
                 &self.registry,
                 want.image,
                 &key_tag(want.key),
                 entry.image_id,
-            )?;
-            if let Some(signed) = self.trust.sign(&self.registry, want.image, &m.digest)? {
-                done.push_str(&format!("; {signed}"));
+            )
+            .and_then(|m| self.trust.sign(&self.registry, want.image, &m.digest));
+            match signed {
+                Ok(Some(s)) => done.push_str(&format!("; {s}")),
+                Ok(None) => {}
+                Err(e) => return Err(Error::Other(format!("{done}, but not signed: {e}"))),
             }
         }
         Ok(Some(done))

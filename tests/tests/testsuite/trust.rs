@@ -4,7 +4,8 @@
 //! (unsigned, or signed by another key) is refused with a warning naming it and the image is built
 //! here, while an entry signed by a trusted key is pulled and used; the signature the run writes
 //! is accepted by sigstore-rs (`tests/cosign-oracle`), an independent implementation of
-//! `cosign verify --key`, and the run signs with a key file sigstore-rs wrote.
+//! `cosign verify --key`; the run signs with a key file sigstore-rs wrote, and takes an entry
+//! sigstore-rs signed.
 //!
 //! The images are the `good` service of `tests/fixtures/verify` and a `leaky` one (the same with
 //! an SSH private key written by a `RUN` step), so that BuildKit's layer cache makes every
@@ -417,4 +418,31 @@ fn with_trusted_keys_only_signed_entries_are_used_and_the_signatures_are_cosigns
         &signed,
         &nobody.public
     ));
+
+    // The other way: sigstore-rs signs the entry with the trusted key (its signature manifest
+    // then holds its one signature), and a fresh machine takes the entry on that signature.
+    oracle.sign(
+        &format!("kctrust{}sig/{repo}", std::process::id()),
+        &signed,
+        &ci_key,
+        "ci password",
+    );
+    let sig_tag = cache::cosign::signature_tag(&signed).expect("sig tag");
+    let sigs = r
+        .get_manifest(&repo, &sig_tag)
+        .expect("get")
+        .expect("signed");
+    let sigs: serde_json::Value = serde_json::from_slice(&sigs.bytes).expect("json");
+    assert_eq!(sigs["layers"].as_array().map(Vec::len), Some(1), "{sigs}");
+    let (out, json) = t.images("f", &read_only, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let good = entry(&json, "good");
+    assert_eq!(good["action"], "cached", "{good}");
+    assert!(
+        good["registry"]
+            .to_string()
+            .contains("(signed by keys/ci.pub)"),
+        "{good}"
+    );
 }

@@ -110,7 +110,7 @@ impl Oracle {
     }
 
     /// sigstore-rs signs `repo@digest` with an encrypted private key file.
-    fn sign(&self, repo: &str, digest: &str, key: &Path, password: &str) {
+    pub(crate) fn sign(&self, repo: &str, digest: &str, key: &Path, password: &str) {
         let image = format!("{}/{repo}@{digest}", self.host);
         let out = self.run(&["sign", &image, &key.display().to_string(), password]);
         assert!(
