@@ -376,6 +376,53 @@ fn a_failed_verification_records_tags_and_publishes_nothing() {
     assert_eq!(s2.exit_code(), 0);
 }
 
+#[test]
+fn an_unverified_run_pushes_nothing_and_refuses_to_publish() {
+    let fx = fixture();
+    let registry = empty_registry("noverify");
+    let faulty = FaultyBuilder::default();
+    let mut o = opts(Some(registry.clone()));
+    o.verify = false;
+    let (s, events) = run(&fx, &faulty, &o);
+    assert_eq!(s.exit_code(), 0, "{s:?}");
+    assert!(faulty.verified.lock().expect("lock").is_empty());
+    assert!(faulty.pushed().is_empty(), "{:?}", faulty.pushed());
+    let w = warnings(&events);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("(--no-verify): nothing is pushed to the cache registry")),
+        "{w:?}"
+    );
+
+    o.push = true;
+    let analysis = tests::analyze(fx.root());
+    let e = engine::run::run(&analysis, &o, faulty.backend(), &|_| {})
+        .expect_err("--push without verification")
+        .to_string();
+    assert!(e.contains("--push needs verification"), "{e}");
+    assert!(faulty.pushed().is_empty());
+}
+
+#[test]
+fn without_trusted_keys_a_run_says_once_that_registry_entries_are_trusted_by_label() {
+    let fx = fixture();
+    let faulty = FaultyBuilder::default();
+    let (_, events) = run(&fx, &faulty, &opts(Some(empty_registry("label"))));
+    let said = warnings(&events)
+        .iter()
+        .filter(|w| w.contains("are trusted by their key label only"))
+        .count();
+    assert_eq!(said, 1);
+    // With no cache registry, there is nothing to say.
+    let (_, events) = run(&fx, &faulty.same_engine(), &opts(None));
+    assert!(
+        !warnings(&events)
+            .iter()
+            .any(|w| w.contains("trusted by their key label")),
+        "{events:?}"
+    );
+}
+
 /// A registry that answers every request with a success and a body that is not a registry's.
 fn garbage_registry() -> (String, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
