@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tests::{copy_example, docker_ok, docker_out, remove_images, remove_images_ok, xtask, Fixture};
+use tests::{copy_example, docker_ok, docker_out, remove_images_ok, xtask, Fixture};
 
 /// A copy of the example whose images get a prefix of their own; they are removed on drop.
 struct Example {
@@ -65,7 +65,8 @@ impl Example {
 
 impl Drop for Example {
     fn drop(&mut self) {
-        remove_images(&self.prefix);
+        // Pushed and pulled ones too (a registry test pulls by digest).
+        tests::remove_all_images(&self.prefix);
     }
 }
 
