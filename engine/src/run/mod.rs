@@ -10,9 +10,11 @@
 //! 5. **record** it in the local tier, and tag it `<image>:latest` and `<image>:key-…`;
 //! 6. **publish**: push the key tag to the cache registry, and release tags (`--push`).
 //!
-//! Nothing reaches a registry before the image passed `verify`; a pulled image is verified before
-//! it is recorded or tagged; a failed verification records and publishes nothing and is reported
-//! failed. It returns data ([`Summary`]: each image's outcome and reasons, durations, the time
+//! Nothing reaches a registry tag unless that very image passed `verify` (a release by manifest
+//! copy included: the publish step's gate pulls and verifies a registry image this run did not
+//! verify); a pulled image is verified before it is recorded or tagged; a failed verification
+//! records and publishes nothing and is reported failed. With a signing key, what is published
+//! is signed; with `[trust] keys`, registry entries are taken only when signed (`crate::trust`). It returns data ([`Summary`]: each image's outcome and reasons, durations, the time
 //! saved, the exit status) and emits [`Event`]s; it prints nothing.
 //!
 //! - `schedule`: the one DAG scheduler (jobs, dependencies, follow-ups, skips);

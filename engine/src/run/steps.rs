@@ -92,8 +92,8 @@ impl Runner<'_> {
         r
     }
 
-    /// The remote tiers: a hit is pulled, verified, recorded (filling the local tier), tagged
-    /// and published.
+    /// The remote tiers: a hit (with trusted keys, a signed one) is pulled by the digest its
+    /// lookup saw, verified, recorded (filling the local tier), tagged and published.
     fn remote_tiers(&self, job: &Job, want: &Want<'_>, r: &mut ImageReport) -> Remote {
         let tiers = self.tiers();
         let search = match tiers.search(want, 1) {
