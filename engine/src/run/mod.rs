@@ -493,11 +493,13 @@ impl<'a> Runner<'a> {
                 on_event(Event::Warning {
                     message: format!("entries of {name} are trusted by their key label only: anyone who can push there can plant one\n  hint: list the public keys whose signatures you trust under [trust] keys in images.toml (see docs/trust.md)"),
                 });
-            } else if r.writes() && trust.signer.is_none() {
-                on_event(Event::Warning {
-                    message: format!("no signing key: what this run pushes to {name} is unsigned, and runs that trust only [trust] keys refuse it\n  hint: set IMAGES_SIGNING_KEY_FILE (or IMAGES_SIGNING_KEY) and COSIGN_PASSWORD"),
-                });
             }
+        }
+        let pushes = opts.push || remote.as_ref().is_some_and(|r| r.writes());
+        if pushes && !trust.keys.is_empty() && trust.signer.is_none() {
+            on_event(Event::Warning {
+                message: "no signing key: what this run pushes is unsigned, and runs that trust only [trust] keys refuse it\n  hint: set IMAGES_SIGNING_KEY_FILE (or IMAGES_SIGNING_KEY) and COSIGN_PASSWORD".into(),
+            });
         }
         let publisher = if opts.push {
             let spec = opts.registry.clone().or(cache_spec).ok_or_else(|| {

@@ -386,6 +386,7 @@ fn with_trusted_keys_only_signed_entries_are_used_and_the_signatures_are_cosigns
     );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
+    assert!(!err.contains("no signing key"), "{err}");
     let good = entry(&json, "good");
     assert_eq!(good["action"], "built", "{good}");
     let lines = good["registry"].to_string();
@@ -445,4 +446,10 @@ fn with_trusted_keys_only_signed_entries_are_used_and_the_signatures_are_cosigns
             .contains("(signed by keys/ci.pub)"),
         "{good}"
     );
+
+    // A run that may push, with trusted keys but no signing key, says its pushes are unsigned.
+    let (out, _) = t.images("g", &["good", "--cache-registry", &t.cache_registry], &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("no signing key").count(), 1, "{err}");
 }
