@@ -337,13 +337,26 @@ fn with_trusted_keys_only_signed_entries_are_used_and_the_signatures_are_cosigns
         &t.cache_registry,
         "--cache-read-only",
     ];
-    let (out, json) = t.images("b", &read_only, &[]);
+    let mut as_events = read_only.to_vec();
+    as_events.extend(["--progress", "json"]);
+    let (out, json) = t.images("b", &as_events, &[]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let good = entry(&json, "good");
     assert_eq!(good["action"], "built", "{good}");
-    assert!(err.contains(&format!("`{key_ref}@{planted}`")), "{err}");
-    assert!(err.contains("refused: unsigned"), "{err}");
+    // The warning, as a JSON event line on stderr.
+    let warning = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["event"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&format!("`{key_ref}@{planted}`")))
+        })
+        .unwrap_or_else(|| panic!("no warning event naming the tag: {err}"));
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(message.contains("refused: unsigned"), "{message}");
     assert!(!err.contains("trusted by their key label only"), "{err}");
     let refused: Vec<&serde_json::Value> = good["reason_details"]
         .as_array()
