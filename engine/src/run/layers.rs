@@ -15,7 +15,8 @@
 //! The key never depends on the layer cache: an imported layer is one BuildKit would build for
 //! the same cache key, the image is verified as any other, and a cache that cannot be read only
 //! costs its steps. A read-only cache registry (`--cache-read-only`) is imported from, never
-//! written.
+//! written. With `[trust] keys` the layer cache is off: it carries no signature, and a planted
+//! layer would end up in an image the run then signs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -130,6 +131,11 @@ impl Runner<'_> {
     /// the builder can use one.
     pub(super) fn layer_cache(&self, job: &Job) -> Option<LayerCache> {
         let remote = self.remote.as_ref()?;
+        // A layer cache carries no signature: with trusted keys, importing one would let anyone
+        // who can push there plant a layer a signed image then contains.
+        if !remote.label_only() {
+            return None;
+        }
         let reg = remote.registry();
         match self.backend.builder.cache_export() {
             CacheExport::None => None,

@@ -489,6 +489,13 @@ impl<'a> Runner<'a> {
                     ),
                 });
             }
+            if !r.label_only()
+                && backend.builder.cache_export() != crate::execute::CacheExport::None
+            {
+                on_event(Event::Warning {
+                    message: format!("the layer cache of {name} is not used: [trust] keys are set and layer caches carry no signature\n  hint: a fresh engine reruns every step of a missed image; signed entries are still pulled whole"),
+                });
+            }
             if r.label_only() {
                 on_event(Event::Warning {
                     message: format!("entries of {name} are trusted by their key label only: anyone who can push there can plant one\n  hint: list the public keys whose signatures you trust under [trust] keys in images.toml (see docs/trust.md)"),

@@ -76,6 +76,11 @@ impl<'a> RegistryTier<'a> {
         !self.read_only
     }
 
+    /// The registry it caches in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Never pushed to (`--cache-read-only`).
     pub fn read_only(&self) -> bool {
         self.read_only

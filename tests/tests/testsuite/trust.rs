@@ -400,10 +400,17 @@ fn with_trusted_keys_only_signed_entries_are_used_and_the_signatures_are_cosigns
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("no signing key"), "{err}");
+    // Layer caches carry no signature: with trusted keys none is imported or exported.
+    assert_eq!(
+        err.matches("is not used: [trust] keys are set").count(),
+        1,
+        "{err}"
+    );
     let good = entry(&json, "good");
     assert_eq!(good["action"], "built", "{good}");
     let lines = good["registry"].to_string();
     assert!(lines.contains("signed"), "{good}");
+    assert!(!lines.contains("layer cache"), "{good}");
     let signed = t.digest("good", &key_tag(&key)).expect("key tag");
     assert_eq!(t.digest("good", "v1"), Some(signed.clone()), "{good}");
 
