@@ -681,3 +681,24 @@ pub fn xtask_tty(root: &Path, args: &[&str], env: &[(&str, &str)]) -> TtyOutput 
 fn libc_o_noctty() -> i32 {
     rustix::fs::OFlags::NOCTTY.bits() as i32
 }
+
+/// Runs `git -C dir args…` with a fixed author, asserts it succeeded, and returns its trimmed
+/// standard output.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

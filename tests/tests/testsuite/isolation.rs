@@ -2,27 +2,7 @@
 //! its error and a hint; the others are built, and `affected` reports it as an error entry. And
 //! after a real build, no build argument value is anywhere in the cache.
 
-use std::process::Command;
-
-use tests::{remove_images, xtask, TinyImage};
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use tests::{git, remove_images, xtask, TinyImage};
 
 #[test]
 fn one_bad_service_fails_alone_and_the_others_are_built() {
