@@ -268,10 +268,17 @@ impl Store {
     }
 
     fn move_aside(&self, path: &Path, why: &str) -> String {
-        let dest = self
-            .layout
-            .corrupt()
-            .join(format!("{}.{}", now_ms(), file_name(path)));
+        // Unique per process and per move: two moves of the same entry within one millisecond
+        // (a directory moved aside by a read, put back, and moved aside again by a write) must
+        // not collide, or the second rename fails and the entry stays in the way.
+        static MOVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MOVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dest = self.layout.corrupt().join(format!(
+            "{}.{}.{n}.{}",
+            now_ms(),
+            std::process::id(),
+            file_name(path)
+        ));
         let msg = match std::fs::rename(path, &dest) {
             Ok(()) => format!(
                 "cache entry `{}` is corrupt ({why}); moved aside to `{}` and treated as a miss",
@@ -814,6 +821,34 @@ mod tests {
         std::fs::write(store.layout.record(K), b"{\"format\":1,").expect("write");
         assert!(store.get_record(K).expect("get").is_none());
         assert!(store.verify().expect("verify").is_clean());
+    }
+
+    /// The same entry moved aside many times in a row (within one millisecond, as on a fast
+    /// machine): every move must get its own name, or a rename fails, the directory stays in the
+    /// way and the write after it fails ("Is a directory"). CI hit this once.
+    #[test]
+    fn the_same_entry_moved_aside_twice_in_a_millisecond_does_not_block_the_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let r = record(&store, K);
+        let rec = store.layout.record(K);
+        for i in 0..50 {
+            if rec.exists() {
+                std::fs::remove_file(&rec).expect("rm");
+            }
+            std::fs::create_dir_all(rec.join("inner")).expect("mkdir");
+            std::fs::write(rec.join("inner/x"), b"x").expect("write");
+            store
+                .put_record(&r)
+                .unwrap_or_else(|e| panic!("write {i} over a directory: {e}"));
+        }
+        assert_eq!(store.get_record(K).expect("get"), Some(r));
+        assert_eq!(
+            std::fs::read_dir(store.layout.corrupt())
+                .expect("ls")
+                .count(),
+            50
+        );
     }
 
     /// Each kind of entry that is not a regular file, where a record, a blob or a pointer
