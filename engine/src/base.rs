@@ -159,13 +159,13 @@ impl BaseResolver for EngineResolver {
 /// The engine's platform, from the Engine API (`/version`, and `/info` for an ARM variant), else
 /// the CLI.
 fn engine_platform() -> Lookup {
-    if let Some(sock) = crate::execute::docker::engine_socket() {
-        if let Some((200, body)) = crate::execute::docker::api_get(&sock, "/version") {
+    if let Some(sock) = crate::execute::api::engine_socket() {
+        if let Some((200, body)) = crate::execute::api::get(&sock, "/version") {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             if let (Some(os), Some(arch)) = (v["Os"].as_str(), v["Arch"].as_str()) {
                 let mut p = format!("{os}/{arch}");
                 if arch == "arm" {
-                    if let Some((200, info)) = crate::execute::docker::api_get(&sock, "/info") {
+                    if let Some((200, info)) = crate::execute::api::get(&sock, "/info") {
                         let i: serde_json::Value =
                             serde_json::from_slice(&info).unwrap_or_default();
                         if let Some(m) = i["Architecture"].as_str() {
@@ -225,8 +225,8 @@ fn local_image(reference: &str) -> Option<Result<(String, String, String, String
         id.starts_with("sha256:")
             .then(|| (id, s("Os"), s("Architecture"), s("Variant")))
     };
-    if let Some(sock) = crate::execute::docker::engine_socket() {
-        match crate::execute::docker::api_get(&sock, &format!("/images/{reference}/json")) {
+    if let Some(sock) = crate::execute::api::engine_socket() {
+        match crate::execute::api::get(&sock, &format!("/images/{reference}/json")) {
             Some((200, body)) => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 return from(&v).map(Ok);

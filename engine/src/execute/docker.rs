@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::{
-    BuildError, BuildOutput, BuildRequest, Builder, CacheExport, Images, LayerCache, LocalImage,
-    Verifier,
+    api, BuildError, BuildOutput, BuildRequest, Builder, CacheExport, Images, LayerCache,
+    LocalImage, Verifier,
 };
 use crate::digest::ImageKey;
 use crate::tags::KEY_LABEL;
@@ -204,69 +204,12 @@ fn probe(client: &Path) -> Option<Docker> {
     })
 }
 
-/// The daemon's unix socket, when the client would talk to it (no `DOCKER_HOST` other than a
-/// unix socket, no context other than the default one): the engine then asks the Engine API
-/// directly for what it only reads, instead of starting a `docker` process per question.
-pub(crate) fn engine_socket() -> Option<PathBuf> {
-    if std::env::var_os("DOCKER_CONTEXT").is_some_and(|c| c != "default") {
-        return None;
-    }
-    let config_dir = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
-    if let Some(dir) = config_dir {
-        if let Ok(text) = std::fs::read_to_string(dir.join("config.json")) {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if v["currentContext"].as_str().is_some_and(|c| c != "default") {
-                return None;
-            }
-        }
-    }
-    let path = match std::env::var("DOCKER_HOST") {
-        Ok(h) if !h.is_empty() => PathBuf::from(h.strip_prefix("unix://")?),
-        _ => PathBuf::from("/var/run/docker.sock"),
-    };
-    path.exists().then_some(path)
-}
-
-/// `GET path` on the Engine API over its unix socket: the status and the body.
-pub(crate) fn api_get(socket: &Path, path: &str) -> Option<(u16, Vec<u8>)> {
-    use std::os::unix::net::UnixStream;
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let body = raw[split + 4..].to_vec();
-    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked { dechunk(&body)? } else { body };
-    Some((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&b[..line_end]).trim(), 16).ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
+/// Where the daemon's socket is (kept here too: callers name it as `docker::engine_socket`).
+pub(crate) use super::api::engine_socket;
 
 /// Every image of the engine, from the Engine API: its id, key label and `repo:tag`s.
 fn api_images(socket: &Path) -> Option<Vec<LocalImage>> {
-    let (status, body) = api_get(socket, "/images/json?all=1")?;
+    let (status, body) = api::get(socket, "/images/json?all=1")?;
     if status != 200 {
         return None;
     }
@@ -320,7 +263,7 @@ impl Docker {
 
     /// Whether the engine answering is Podman (its `/version` names a "Podman Engine").
     fn engine_is_podman(&self) -> bool {
-        let names = match engine_socket().and_then(|s| api_get(&s, "/version")) {
+        let names = match engine_socket().and_then(|s| api::get(&s, "/version")) {
             Some((200, body)) => String::from_utf8_lossy(&body).into_owned(),
             _ => self
                 .run_ok(&[
@@ -502,7 +445,7 @@ impl Docker {
     /// Checks that the daemon answers; the error says how to fix it.
     pub fn ping(&self) -> Result<String> {
         if let Some(sock) = engine_socket() {
-            if let Some((200, body)) = api_get(&sock, "/version") {
+            if let Some((200, body)) = api::get(&sock, "/version") {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 if let Some(version) = v["Version"].as_str() {
                     return Ok(version.to_string());
@@ -529,7 +472,7 @@ impl Docker {
 
     /// The engine's own platform (`os/arch`), e.g. `linux/amd64`; `None` if it does not say.
     pub fn platform(&self) -> Option<String> {
-        if let Some((200, body)) = engine_socket().and_then(|s| api_get(&s, "/version")) {
+        if let Some((200, body)) = engine_socket().and_then(|s| api::get(&s, "/version")) {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             if let (Some(os), Some(arch)) = (v["Os"].as_str(), v["Arch"].as_str()) {
                 return Some(format!("{os}/{arch}"));
@@ -1137,15 +1080,6 @@ mod tests {
         };
         assert_eq!(podman.cache_export(), CacheExport::None);
         assert!(podman.cache_args(&lc).is_empty());
-    }
-
-    #[test]
-    fn dechunks_http_bodies() {
-        assert_eq!(
-            dechunk(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_deref(),
-            Some(&b"hello world"[..])
-        );
-        assert_eq!(dechunk(b"5\r\nhel"), None);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! - [`Verifier`]: checks an image against the architecture's rules, once per key.
 //! - [`Backend`]: the three together, as a run is given them; [`docker::Docker`] is all three.
 //! - [`tar`]: the deterministic tar of a context that a builder streams.
+//! - [`api`]: the Engine API over the daemon's unix socket, for what the engine asks or does
+//!   without starting a `docker` process.
 
+pub mod api;
 pub mod docker;
 pub mod tar;
 

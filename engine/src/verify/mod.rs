@@ -161,7 +161,7 @@ pub fn inspect(docker: &Docker, reference: &str) -> Result<Option<ImageConfig>> 
 /// The HEALTHCHECK of an image as Podman's own API gives it: its Docker-compatible image
 /// inspect leaves `Healthcheck` out (Podman 4.3), although the image (Docker format) has one.
 fn podman_healthcheck(reference: &str) -> Option<Vec<String>> {
-    let socket = crate::execute::docker::engine_socket()?;
+    let socket = crate::execute::api::engine_socket()?;
     let name: String = reference
         .bytes()
         .map(|b| match b {
@@ -172,7 +172,7 @@ fn podman_healthcheck(reference: &str) -> Option<Vec<String>> {
         })
         .collect();
     let (status, body) =
-        crate::execute::docker::api_get(&socket, &format!("/v4.0.0/libpod/images/{name}/json"))?;
+        crate::execute::api::get(&socket, &format!("/v4.0.0/libpod/images/{name}/json"))?;
     if status != 200 {
         return None;
     }
