@@ -21,6 +21,7 @@ mod builds;
 pub mod compose;
 mod debounce;
 mod fswatch;
+pub mod replace;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
