@@ -386,6 +386,11 @@ fn bar_event(b: &mut Bars, e: Event) {
                 pb.set_message(format!("pulling from {reference}"));
             }
         }
+        Event::Built { service, .. } => {
+            if let Some(pb) = b.lines.get(&service) {
+                pb.set_message("verifying".to_string());
+            }
+        }
         Event::Registry { message, .. } => b.println(format!("   {message}")),
         Event::Finished(r) => {
             if let Some(pb) = b.lines.get(&r.service) {
@@ -438,6 +443,15 @@ fn json_event(e: Event) {
             output::event("log", &json!({ "service": service, "line": line }))
         }
         Event::Line { .. } => {}
+        Event::Built {
+            service,
+            key,
+            image_id,
+            ..
+        } => output::event(
+            "built",
+            &json!({ "service": service, "key": key.to_hex(), "image_id": image_id }),
+        ),
         Event::Pulling { service, reference } => output::event(
             "pulling",
             &json!({ "service": service, "reference": reference }),

@@ -232,6 +232,15 @@ pub enum Event {
         service: String,
         line: String,
     },
+    /// A build made an image (by id); its verification, record and publication follow. Until
+    /// the job's `Finished`, the image is unverified: nothing but a local container may use it.
+    Built {
+        service: String,
+        /// Its image name (without a tag).
+        image: String,
+        key: ImageKey,
+        image_id: String,
+    },
     /// An image is pulled from a registry tier.
     Pulling {
         service: String,

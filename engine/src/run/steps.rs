@@ -251,6 +251,12 @@ impl Runner<'_> {
             r.superseded = true;
             return r;
         }
+        self.emit(Event::Built {
+            service: job.service.clone(),
+            image: job.image.clone(),
+            key: job.key,
+            image_id: out.image_id.clone(),
+        });
         if self.opts.verify && self.cancelled() {
             r.interrupted = true;
             fail(&mut r, "interrupted before its verification".to_string());

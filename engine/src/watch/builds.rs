@@ -27,6 +27,9 @@ pub(crate) struct Ctx<'a> {
     pub on_event: &'a (dyn Fn(Event) + Sync),
     pub tx: Sender<Msg>,
     pub compose: Option<&'a Compose>,
+    /// `--up` puts a rebuilt image into service while it is verified (by its id; `latest` moves
+    /// only after it passed), instead of after.
+    pub serve_early: bool,
 }
 
 /// How long a new container may take to answer its health check.
@@ -44,13 +47,47 @@ pub struct Healthy {
     saved_at: Option<Instant>,
 }
 
-/// A `compose up` that ended.
+/// An `up` that ended.
 #[derive(Debug)]
 pub struct UpDone {
     service: String,
     compose_service: String,
-    result: Result<(), String>,
+    /// What ran.
+    job: UpJob,
+    result: UpResult,
     duration: Duration,
+}
+
+#[derive(Debug)]
+enum UpResult {
+    Ok,
+    /// A replacement that cannot be made (nothing changed): Compose does it.
+    NotApplicable(String),
+    Failed(String),
+}
+
+/// What `--up` does for a service; one at a time (see `Builds::up_running`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UpJob {
+    /// Replace the service's containers with ones running `image_id` (the Engine API, exactly
+    /// what Compose would make, in a fraction of its time). `verified`: the image passed
+    /// verification (else it is being verified meanwhile, and `latest` does not hold it yet).
+    Replace { image_id: String, verified: bool },
+    /// `compose up -d --no-deps`: the image `latest` holds (when a replacement cannot be made).
+    Compose,
+    /// `compose up -d --no-deps --force-recreate`: the last verified image (`latest`) back in
+    /// service, after the one served early failed.
+    Restore,
+}
+
+/// An image in service by a replacement, for a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Served {
+    /// The image's name (for its compose service) and id.
+    image: String,
+    image_id: String,
+    /// It passed verification (its job finished well and was recorded).
+    verified: bool,
 }
 
 #[derive(Default)]
@@ -70,8 +107,16 @@ pub(crate) struct Builds {
     /// The service whose `compose up` runs: one at a time, since two at once race to create the
     /// project's network (Compose v1 then makes two, and every later `up` fails).
     up_running: Option<String>,
-    /// `up`s asked for meanwhile, in order, each service once: (service, image).
-    up_queue: Vec<(String, String)>,
+    /// `up`s asked for meanwhile, in order, each service once (the newest ask wins):
+    /// (service, image, what).
+    up_queue: Vec<(String, String, UpJob)>,
+    /// The image each service's containers run (or will, once the queued replacement ran) by a
+    /// replacement; gone when Compose takes over.
+    served: HashMap<String, Served>,
+    /// Images whose replacement could not be made: Compose brings them up.
+    no_replace: HashSet<(String, String)>,
+    /// Services whose replacement was said to be impossible (said once).
+    replace_warned: HashSet<String>,
     /// When the save that moved each service's key happened (the batch's first file event):
     /// the start of the save-to-healthy time.
     saved_at: HashMap<String, Instant>,
@@ -182,6 +227,17 @@ impl Builds {
                 });
             }
             run::Event::Step { service, step } => emit(Event::BuildStep { service, step }),
+            run::Event::Built {
+                service,
+                image,
+                key,
+                image_id,
+            } => {
+                // Into service while it is verified, unless a newer build of it is due.
+                if cx.serve_early && self.inflight.get(&service) == Some(&key) {
+                    self.serve(&service, &image, image_id, false, cx, scope);
+                }
+            }
             run::Event::Pulling { service, reference } => emit(Event::Registry {
                 service,
                 message: format!("pulling from {reference}"),
@@ -192,7 +248,7 @@ impl Builds {
         }
     }
 
-    /// A job ended: what `latest` holds now, the event, and `compose up`.
+    /// A job ended: what `latest` holds now, the event, and what runs.
     fn finished<'s, 'e: 's>(&mut self, r: ImageReport, cx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         if self.building.get(&r.service) == Some(&r.key) {
             self.building.remove(&r.service);
@@ -212,7 +268,9 @@ impl Builds {
                 image_id: r.image_id.clone().unwrap_or_default(),
                 registry: r.registry.clone(),
             });
-            self.up(&r.service, &r.image, cx, scope);
+            if let Some(id) = r.image_id.clone() {
+                self.serve(&r.service, &r.image, id, true, cx, scope);
+            }
             return;
         }
         let result = match r.outcome {
@@ -246,23 +304,88 @@ impl Builds {
             registry: r.registry.clone(),
         });
         if result == BuildResult::Built && r.recorded {
-            self.up(&r.service, &r.image, cx, scope);
+            let id = r.image_id.clone().unwrap_or_default();
+            match self.served.get_mut(&r.service) {
+                // Already in service (or on its way) while it was verified: now it is.
+                Some(s) if s.image_id == id => s.verified = true,
+                _ => self.serve(&r.service, &r.image, id, true, cx, scope),
+            }
+            return;
+        }
+        // No verified image of this job: if one served early is running unverified and no
+        // newer build of the service is due, the last verified image goes back into service.
+        let unverified = self.served.get(&r.service).is_some_and(|s| !s.verified);
+        if unverified && !self.inflight.contains_key(&r.service) {
+            self.served.remove(&r.service);
+            if !self.stopping {
+                emit(Event::Warning {
+                    message: format!(
+                        "{}: the image put into service while it was verified did not pass ({}); the last verified image goes back into service",
+                        r.service,
+                        r.error.as_deref().unwrap_or("its job failed")
+                    ),
+                });
+            }
+            self.enqueue(&r.service, &r.image, UpJob::Restore, cx, scope);
         }
     }
 
-    /// Runs `compose up` for a service; one `up` at a time.
-    fn up<'s, 'e: 's>(
+    /// Puts `image_id` into service for `service`: a replacement of its containers, queued.
+    fn serve<'s, 'e: 's>(
         &mut self,
         service: &str,
         image: &str,
+        image_id: String,
+        verified: bool,
+        cx: &'e Ctx<'e>,
+        scope: &'s Scope<'s, 'e>,
+    ) {
+        if cx.compose.is_none() {
+            return;
+        }
+        if self
+            .no_replace
+            .contains(&(service.to_string(), image_id.clone()))
+        {
+            // Its replacement could not be made when it was served early: Compose, once verified.
+            if verified {
+                self.served.remove(service);
+                self.enqueue(service, image, UpJob::Compose, cx, scope);
+            }
+            return;
+        }
+        self.served.insert(
+            service.to_string(),
+            Served {
+                image: image.to_string(),
+                image_id: image_id.clone(),
+                verified,
+            },
+        );
+        self.enqueue(
+            service,
+            image,
+            UpJob::Replace { image_id, verified },
+            cx,
+            scope,
+        );
+    }
+
+    /// Queues an `up` for a service (replacing one of it that waits), or runs it now.
+    fn enqueue<'s, 'e: 's>(
+        &mut self,
+        service: &str,
+        image: &str,
+        job: UpJob,
         cx: &'e Ctx<'e>,
         scope: &'s Scope<'s, 'e>,
     ) {
         let Some(compose) = cx.compose else { return };
-        if self.stopping {
+        if self.stopping && job != UpJob::Restore {
             return;
         }
         let Some(cs) = compose.service_for(image, service) else {
+            self.served.remove(service);
             if self.no_compose_service.insert(service.to_string()) {
                 (cx.on_event)(Event::Warning {
                     message: format!(
@@ -274,29 +397,50 @@ impl Builds {
             return;
         };
         if self.up_running.is_some() {
-            if !self.up_queue.iter().any(|(s, _)| s == service) {
-                self.up_queue.push((service.to_string(), image.to_string()));
-            }
+            self.up_queue.retain(|(s, _, _)| s != service);
+            self.up_queue
+                .push((service.to_string(), image.to_string(), job));
             return;
         }
         self.up_running = Some(service.to_string());
         let tx = cx.tx.clone();
         let service = service.to_string();
-        let saved_at = self.saved_at.remove(&service);
+        let saved_at = match &job {
+            UpJob::Restore => None,
+            _ => self.saved_at.remove(&service),
+        };
         let stop = cx.runner.cancel_flag();
         scope.spawn(move || {
             let t = Instant::now();
-            let result = compose.up(&cs);
+            let result = match &job {
+                UpJob::Replace { image_id, .. } => match compose.replace(&cs, image_id) {
+                    Ok(_) => UpResult::Ok,
+                    Err(super::replace::Replace::NotApplicable(why)) => {
+                        UpResult::NotApplicable(why)
+                    }
+                    Err(super::replace::Replace::Failed(e)) => UpResult::Failed(e),
+                },
+                UpJob::Compose => match compose.up(&cs, false) {
+                    Ok(()) => UpResult::Ok,
+                    Err(e) => UpResult::Failed(e),
+                },
+                UpJob::Restore => match compose.up(&cs, true) {
+                    Ok(()) => UpResult::Ok,
+                    Err(e) => UpResult::Failed(e),
+                },
+            };
             let up_at = Instant::now();
-            let ok = result.is_ok();
+            let ok = matches!(result, UpResult::Ok);
+            let restore = job == UpJob::Restore;
             let _ = tx.send(Msg::UpDone(UpDone {
                 service: service.clone(),
                 compose_service: cs.clone(),
+                job,
                 result,
                 duration: t.elapsed(),
             }));
             // The next `up` may start meanwhile: this waits on this service's container only.
-            if ok {
+            if ok && !restore {
                 let result = compose.first_healthy(&cs, HEALTHY_TIMEOUT, &stop);
                 let _ = tx.send(Msg::Healthy(Healthy {
                     service,
@@ -311,16 +455,71 @@ impl Builds {
 
     pub fn up_done<'s, 'e: 's>(&mut self, u: UpDone, cx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         self.up_running = None;
-        (cx.on_event)(Event::Up {
-            service: u.service.clone(),
-            compose_service: u.compose_service,
-            ok: u.result.is_ok(),
-            error: u.result.err(),
-            duration_ms: u.duration.as_millis() as u64,
-        });
-        if !self.up_queue.is_empty() {
-            let (service, image) = self.up_queue.remove(0);
-            self.up(&service, &image, cx, scope);
+        let (via, verified) = match &u.job {
+            // Verified meanwhile, perhaps.
+            UpJob::Replace { image_id, verified } => (
+                "engine",
+                *verified
+                    || self
+                        .served
+                        .get(&u.service)
+                        .is_some_and(|s| s.image_id == *image_id && s.verified),
+            ),
+            UpJob::Compose | UpJob::Restore => ("compose", true),
+        };
+        let fallback = match (&u.job, &u.result) {
+            (UpJob::Replace { image_id, .. }, UpResult::NotApplicable(why)) => {
+                Some((image_id.clone(), why.clone(), false))
+            }
+            (UpJob::Replace { image_id, .. }, UpResult::Failed(e)) => {
+                Some((image_id.clone(), e.clone(), true))
+            }
+            _ => None,
+        };
+        match fallback {
+            None => (cx.on_event)(Event::Up {
+                service: u.service.clone(),
+                compose_service: u.compose_service,
+                ok: matches!(u.result, UpResult::Ok),
+                error: match u.result {
+                    UpResult::Failed(e) | UpResult::NotApplicable(e) => Some(e),
+                    UpResult::Ok => None,
+                },
+                duration_ms: u.duration.as_millis() as u64,
+                via: via.to_string(),
+                verified,
+            }),
+            Some((image_id, why, failed)) => {
+                // Nothing changed (or what failed was put back): Compose does it, with the
+                // image `latest` holds once this one is verified.
+                if failed || self.replace_warned.insert(u.service.clone()) {
+                    (cx.on_event)(Event::Warning {
+                        message: format!(
+                            "{}: {} the container directly ({why}); `compose up` brings it up after its verification",
+                            u.service,
+                            if failed { "could not replace" } else { "cannot replace" },
+                        ),
+                    });
+                }
+                self.no_replace
+                    .insert((u.service.clone(), image_id.clone()));
+                // Verified meanwhile: Compose brings it up now; else its job's end does.
+                if self
+                    .served
+                    .get(&u.service)
+                    .is_some_and(|s| s.image_id == image_id)
+                {
+                    if let Some(was) = self.served.remove(&u.service) {
+                        if was.verified {
+                            self.enqueue(&u.service, &was.image, UpJob::Compose, cx, scope);
+                        }
+                    }
+                }
+            }
+        }
+        if self.up_running.is_none() && !self.up_queue.is_empty() {
+            let (service, image, job) = self.up_queue.remove(0);
+            self.enqueue(&service, &image, job, cx, scope);
         }
     }
 
@@ -356,7 +555,8 @@ impl Builds {
     /// what waits; no `up` starts any more.
     pub fn stop(&mut self, cx: &Ctx<'_>) {
         self.stopping = true;
-        self.up_queue.clear();
+        // What waits is dropped, except putting a verified image back.
+        self.up_queue.retain(|(_, _, job)| *job == UpJob::Restore);
         cx.runner.stop();
     }
 

@@ -107,13 +107,19 @@ impl Compose {
         }
     }
 
-    /// `up -d --no-deps <service>`: recreates its container when its image changed.
-    pub fn up(&self, service: &str) -> std::result::Result<(), String> {
+    /// `up -d --no-deps <service>`: recreates its container when its image changed (always,
+    /// with `force`).
+    pub fn up(&self, service: &str, force: bool) -> std::result::Result<(), String> {
+        let mut args = vec!["up", "-d", "--no-deps"];
+        if force {
+            args.push("--force-recreate");
+        }
+        args.push(service);
         let out = Command::new(&self.program)
             .args(&self.pre_args)
             .arg("-f")
             .arg(&self.file)
-            .args(["up", "-d", "--no-deps", service])
+            .args(&args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("failed to run `{}`: {e}", self.program.display()))?;
@@ -122,8 +128,9 @@ impl Compose {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(format!(
-            "`{} up -d --no-deps {service}` exited with {}: {}",
+            "`{} {}` exited with {}: {}",
             self.version,
+            args.join(" "),
             out.status
                 .code()
                 .map(|c| format!("code {c}"))

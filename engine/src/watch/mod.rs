@@ -64,6 +64,9 @@ pub struct Options {
     pub run: RunOptions,
     /// `--up`: the compose client and file.
     pub compose: Option<Compose>,
+    /// With `--up`: put a rebuilt image into service while it is verified (the default), or
+    /// only after it passed (`--up-after-verify`).
+    pub serve_early: bool,
 }
 
 impl Options {
@@ -73,6 +76,7 @@ impl Options {
             debounce: DEFAULT_DEBOUNCE,
             run: RunOptions::default(),
             compose: None,
+            serve_early: true,
         }
     }
 }
@@ -185,7 +189,8 @@ pub enum Event {
         service: String,
         message: String,
     },
-    /// `compose up` after a build.
+    /// A service's containers put on a new image: replaced through the Engine API (`via`
+    /// `engine`), or by `compose up` (`compose`).
     Up {
         service: String,
         compose_service: String,
@@ -193,6 +198,11 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         duration_ms: u64,
+        /// `engine` (a replacement of the containers) or `compose`.
+        via: String,
+        /// The image in service passed verification (false: it is being verified; `latest`
+        /// moves to it only once it passed, and a failure puts the last verified one back).
+        verified: bool,
     },
     /// A container that `--up` recreated gave its first healthy answer (its image's health
     /// check, asked every 50 ms): how long after the `up`, and after the save that led to it.
@@ -343,6 +353,7 @@ impl Watcher {
             on_event,
             tx,
             compose: opts.compose.as_ref(),
+            serve_early: opts.serve_early,
         };
         let mut builds = builds::Builds::default();
         builds.init(&state, &cx)?;

@@ -27,10 +27,16 @@ pub struct Args {
     /// Services to watch (directory, package or image names); all when none is given. Images
     /// they build FROM are included
     pub services: Vec<String>,
-    /// After each successful rebuild, run `docker compose up -d --no-deps <service>` (or
-    /// `docker-compose`, v1)
+    /// Keep the compose stack on the new images: after each rebuild, the service's containers
+    /// are replaced (as `docker compose up -d --no-deps <service>` would, through the Engine API;
+    /// Compose itself where that cannot be done exactly). The new image goes into service while
+    /// it is verified; one that fails is replaced by the last verified image again
     #[arg(long)]
     pub up: bool,
+    /// With --up: put a rebuilt image into service only after it passed verification (slower by
+    /// the verification's time, about a second)
+    #[arg(long, requires = "up")]
+    pub up_after_verify: bool,
     /// The quiet period that ends a batch of file events, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 50)]
     pub debounce: u64,
@@ -71,6 +77,7 @@ impl Args {
         opts.debounce = Duration::from_millis(self.debounce.max(1));
         opts.run = self.run.options(global)?;
         opts.compose = compose;
+        opts.serve_early = !self.up_after_verify;
 
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -345,10 +352,18 @@ fn plain_line(e: &Event, verbose: bool) -> Option<String> {
             ok,
             error,
             duration_ms,
+            via,
+            verified,
         } => match (ok, error) {
             (true, _) => format!(
-                "   {service}: compose service {compose_service} up in {}",
-                fmt_duration(Duration::from_millis(*duration_ms))
+                "   {service}: compose service {compose_service} up in {}{}{}",
+                fmt_duration(Duration::from_millis(*duration_ms)),
+                if via == "engine" {
+                    " (container replaced)"
+                } else {
+                    " (compose up)"
+                },
+                if *verified { "" } else { ", being verified" }
             ),
             (false, e) => format!(
                 "   {service}: compose up failed: {}",

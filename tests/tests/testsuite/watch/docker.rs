@@ -641,3 +641,223 @@ fn a_watch_rebuild_is_looked_up_in_and_pushed_to_the_cache_registry() {
 fn registry_host() -> String {
     std::env::var("DOCKER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
 }
+
+/// `--up` puts a rebuilt image into service while it is verified (its containers replaced by
+/// id; `latest` moves only once it passed), and one that fails verification is replaced by the
+/// last verified image again. Oracles: Docker (what each container runs, what `latest` is),
+/// Compose (the service's container), and the new code answering over HTTP.
+#[test]
+fn watch_up_serves_a_rebuild_while_it_is_verified_and_puts_the_last_verified_back_on_failure() {
+    let _guard = tests::docker_lock();
+    tests::require_docker();
+    let fx = project().build();
+    tests::copy_tree(&tests::repo_root().join("tests/fixtures/verify"), fx.root());
+    let prefix = format!("kcw-{}-serve-", std::process::id());
+    fx.write("images.toml", &format!("[images]\nprefix = \"{prefix}\"\n"));
+    // `good` serves its own file over HTTP, with an HTTP health check, as a service does.
+    let server = |text: &str| {
+        format!(
+            "const {{ greeting }} = require('@vf/shared');\nconst body = greeting('good') + ' {text}';\nrequire('http').createServer((q, r) => r.end(body)).listen(8080);\nprocess.once('SIGTERM', () => process.exit(0));\n"
+        )
+    };
+    fx.write("services/good/index.js", &server("first"));
+    let dockerfile = fx.read("services/good/Dockerfile").replace(
+        "HEALTHCHECK CMD node -e \"0\"",
+        r#"HEALTHCHECK --interval=30s CMD node -e "require('http').get('http://127.0.0.1:8080/', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))""#,
+    );
+    assert!(dockerfile.contains("127.0.0.1:8080"), "{dockerfile}");
+    fx.write("services/good/Dockerfile", &dockerfile);
+    let compose_file = fx.path("compose.yml");
+    fx.write(
+        "compose.yml",
+        &format!("services:\n  good:\n    image: {prefix}good:latest\n"),
+    );
+    // Compose names the project after the fixture's directory, for the watch as for this test.
+    struct Cleanup(String, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("docker-compose")
+                .arg("-f")
+                .arg(&self.1)
+                .args(["down", "--timeout", "1"])
+                .output();
+            remove_images(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(prefix.clone(), compose_file.clone());
+    let container = || -> String {
+        let out = Command::new("docker-compose")
+            .arg("-f")
+            .arg(&compose_file)
+            .args(["ps", "-q", "good"])
+            .output()
+            .expect("docker-compose");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let answer = |cid: &str| -> String {
+        let ip = docker_ok(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            cid,
+        ]);
+        let mut conn = std::net::TcpStream::connect((ip.as_str(), 8080)).expect("connect");
+        std::io::Write::write_all(&mut conn, b"GET / HTTP/1.0\r\n\r\n").expect("request");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut text).expect("answer");
+        text
+    };
+    let cache_dir = fx.path(".images-cache");
+    let mut popts = engine::pipeline::Options::new(fx.root());
+    popts.services = vec!["good".into()];
+    popts.cache_dir = Some(cache_dir.clone());
+    let mut opts = engine::watch::Options::new(popts);
+    opts.run.jobs = 1;
+    let docker_client = engine::execute::docker::Docker::detect().expect("docker");
+    opts.compose = Some(
+        engine::watch::compose::Compose::detect(&docker_client.client, &compose_file)
+            .expect("compose"),
+    );
+    assert!(opts.serve_early, "serving while verifying is the default");
+    let w = spawn(Watcher::new(opts), Arc::new(docker_client), |d| {
+        Backend::docker(d)
+    });
+    let latest = format!("{prefix}good:latest");
+    let up = |e: &Event| matches!(e, Event::Up { service, .. } if service == "good");
+    let healthy = |e: &Event| matches!(e, Event::Healthy { service, .. } if service == "good");
+
+    // The first build: no container runs yet, so Compose brings it up once it is verified.
+    let i = w.wait("the first up", 0, up);
+    let events = w.events();
+    match &events[i] {
+        Event::Up {
+            ok, via, verified, ..
+        } => assert!(
+            *ok && via == "compose" && *verified,
+            "{}",
+            describe(&events)
+        ),
+        _ => unreachable!(),
+    }
+    w.wait("healthy", i, healthy);
+    let first_id = image_id(&latest);
+    let cid = container();
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.Image}}", &cid]),
+        first_id
+    );
+    assert!(answer(&cid).ends_with("first"));
+
+    // A source edit: the new image is put into service before its verification ends, by a
+    // replacement of the container; then it passes, `latest` is it, and Compose runs no more.
+    let mark = w.len();
+    fx.write("services/good/index.js", &server("second"));
+    let i = w.wait("the edit's up", mark, up);
+    let events = w.events();
+    let done = events[mark..]
+        .iter()
+        .position(|e| matches!(e, Event::BuildFinished { service, .. } if service == "good"));
+    match &events[i] {
+        Event::Up {
+            ok, via, verified, ..
+        } => {
+            assert!(*ok && via == "engine", "{}", describe(&events[mark..]));
+            // Served before its job finished (the verification), or marked verified when the
+            // job happened to finish first.
+            assert!(
+                !*verified || done.is_some_and(|d| mark + d < i),
+                "{}",
+                describe(&events[mark..])
+            );
+        }
+        _ => unreachable!(),
+    }
+    let h = w.wait("healthy after the edit", i, healthy);
+    let f = w.wait("the edit's verified end", mark, |e| {
+        matches!(e, Event::BuildFinished { service, result: BuildResult::Built, recorded: true, .. } if service == "good")
+    });
+    w.wait("idle", f.max(h), |e| matches!(e, Event::Idle { .. }));
+    let second_id = image_id(&latest);
+    assert_ne!(second_id, first_id);
+    let cid2 = container();
+    assert_ne!(cid2, cid, "a new container");
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.Image}}", &cid2]),
+        second_id
+    );
+    assert!(answer(&cid2).ends_with("second"));
+    let ups = w.events()[mark..].iter().filter(|e| up(e)).count();
+    assert_eq!(
+        ups,
+        1,
+        "one replacement, no compose up after it: {}",
+        describe(&w.events()[mark..])
+    );
+
+    // An edit that plants a secret: same image config, so it is served early too; it fails
+    // `no-secrets`, and the last verified image (still `latest`) is back in service.
+    let mark = w.len();
+    fx.write("services/good/index.js", &server("third"));
+    fx.write(
+        "services/good/Dockerfile",
+        &dockerfile.replace(
+            "USER nodejs\n",
+            "RUN echo 'DB_PASSWORD=fixture-not-a-secret' > /app/service/.env\nUSER nodejs\n",
+        ),
+    );
+    let f = w.wait(
+        "the failed verification",
+        mark,
+        |e| matches!(e, Event::BuildFinished { service, .. } if service == "good"),
+    );
+    let events = w.events();
+    match &events[f] {
+        Event::BuildFinished {
+            result,
+            recorded,
+            error,
+            ..
+        } => {
+            assert_eq!(
+                *result,
+                BuildResult::Failed,
+                "{}",
+                describe(&events[mark..])
+            );
+            assert!(!recorded);
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains("no-secrets")),
+                "{error:?}"
+            );
+        }
+        _ => unreachable!(),
+    }
+    let restore = w.wait(
+        "the restore",
+        f,
+        |e| matches!(e, Event::Up { service, via, .. } if service == "good" && via == "compose"),
+    );
+    w.wait("idle", restore, |e| matches!(e, Event::Idle { .. }));
+    let events = w.events();
+    let served_early = events[mark..f].iter().any(|e| {
+        matches!(e, Event::Up { service, via, verified: false, ok: true, .. } if service == "good" && via == "engine")
+    });
+    assert!(served_early, "{}", describe(&events[mark..]));
+    assert!(
+        events[f..].iter().any(|e| matches!(e, Event::Warning { message } if message.contains("last verified image goes back"))),
+        "{}",
+        describe(&events[mark..])
+    );
+    assert_eq!(
+        image_id(&latest),
+        second_id,
+        "latest keeps the verified image"
+    );
+    let cid3 = container();
+    assert_eq!(
+        docker_ok(&["inspect", "--format", "{{.Image}}", &cid3]),
+        second_id,
+        "the last verified image is back in service"
+    );
+    assert!(answer(&cid3).ends_with("second"));
+}
