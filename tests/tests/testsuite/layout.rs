@@ -23,7 +23,7 @@ const SERVICES: [&str; 4] = [
 
 /// The compile of shared, as its `RUN` reads in the template (and as BuildKit describes the
 /// cache record it leaves: `mount / from exec /bin/sh -c <this>...`).
-const SHARED_COMPILE: &str = "pnpm --filter @kodingcaravan/shared build";
+const SHARED_COMPILE: &str = "run-package-script shared build";
 
 fn analysis(fx: &Fixture) -> engine::pipeline::Analysis {
     let mut opts = engine::pipeline::Options::new(fx.root());
@@ -49,10 +49,7 @@ fn the_shared_build_stage_is_the_one_warmed_up() {
     assert!(df.contains(SHARED_COMPILE));
     ex.write(
         p,
-        &df.replace(
-            SHARED_COMPILE,
-            "pnpm --filter @kodingcaravan/shared build --pretty",
-        ),
+        &df.replace(SHARED_COMPILE, "run-package-script shared build:fast"),
     );
     let a = analysis(&ex);
     let w = engine::warmup::plan(&a, &all).expect("a stage to warm up");
@@ -227,7 +224,7 @@ fn a_source_edit_reuses_install_and_shared_steps_and_shared_compiles_once() {
         step(
             log,
             "builder",
-            "pnpm --filter @kodingcaravan/student-service build"
+            "run-package-script services/student-service build"
         ),
         Some(false),
         "the service's compile runs:\n{log}"
@@ -268,7 +265,7 @@ fn a_source_edit_reuses_install_and_shared_steps_and_shared_compiles_once() {
             Some(true),
             "{s}"
         );
-        let compile = format!("pnpm --filter @kodingcaravan/{s} build");
+        let compile = format!("run-package-script services/{s} build");
         assert_eq!(step(log, "builder", &compile), Some(false), "{s}");
     }
 }
