@@ -1,6 +1,7 @@
 //! End-to-end builds with a real Docker engine on copies of the example (issue: build the images).
 //! Docker must be reachable (`scripts/test.sh` starts one); these tests fail loudly otherwise.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -309,8 +310,86 @@ fn builds_everything_once_then_exactly_what_changed() {
     );
 }
 
+/// student-service's build script in `failing_builds_...`: the compile, then a file of its own in
+/// `dist` saying what the script was given (the package's fields and lifecycle variables, the
+/// `node_modules/.bin` directories on `PATH`, `INIT_CWD`), relative to the package so that the
+/// host and the image can be compared.
+const STAMP_JS: &str = r#"// What this build script was given, written into dist/meta (not compiled by tsc).
+const fs = require("fs"), path = require("path");
+const cwd = process.cwd();
+const env = Object.entries(process.env)
+  .filter(([k]) => /^npm_(package|lifecycle)_/.test(k))
+  .sort(([a], [b]) => (a < b ? -1 : 1));
+const bins = (process.env.PATH || "").split(":")
+  .filter((d) => d.endsWith(path.join("node_modules", ".bin")))
+  .map((d) => path.relative(cwd, d));
+const stamp = {
+  env: Object.fromEntries(env),
+  bins,
+  init_cwd: path.relative(cwd, process.env.INIT_CWD || "/"),
+  node: process.env.NODE === process.execPath && process.env.npm_node_execpath === process.execPath,
+};
+fs.mkdirSync("dist/meta", { recursive: true });
+fs.writeFileSync("dist/meta/build-env.json", JSON.stringify(stamp, null, 2) + "\n");
+"#;
+
+/// Rewrites a package.json of the fixture.
+fn edit_manifest(fx: &Fixture, rel: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut pkg: serde_json::Value = serde_json::from_str(&fx.read(rel)).expect("package.json");
+    edit(&mut pkg);
+    fx.write(
+        rel,
+        &format!("{}\n", serde_json::to_string_pretty(&pkg).expect("json")),
+    );
+}
+
+/// Every entry under `dir` on the host: relative path -> (kind, content digest).
+fn host_tree(dir: &Path) -> BTreeMap<String, (char, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, String)>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            if p.is_dir() {
+                out.insert(rel, ('d', String::new()));
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                out.insert(rel, ('f', blake3::hash(&bytes).to_hex().to_string()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The entries under `dir` (no leading `/`) of an image's tree, as [`host_tree`] gives them.
+fn image_subtree(image: &str, dir: &str) -> BTreeMap<String, (char, String)> {
+    let prefix = format!("{dir}/");
+    tests::image_tree(image)
+        .into_iter()
+        .filter_map(|(p, e)| {
+            p.strip_prefix(&prefix)
+                .map(|rel| (rel.to_string(), (e.kind, e.digest)))
+        })
+        .collect()
+}
+
+/// One run with three broken or unusual services (`--keep-going`):
+/// - enrollment-service does not compile: that image fails, the others build, nothing is recorded
+///   for it, its log is kept;
+/// - course-service has no `build` script: its image fails with an error saying so (`pnpm
+///   --filter` would have built nothing and exited 0);
+/// - student-service's build script does more than `tsc` (it writes a file of its own): the image
+///   gets exactly the `dist` that pnpm makes on the host from the same context (`pnpm --filter
+///   <package> build` in the context the engine hands Docker, the oracle), the variables pnpm gives
+///   a script included; shared's `dist` likewise, without its declarations.
 #[test]
-fn a_compile_error_fails_that_image_only_and_records_nothing() {
+fn failing_builds_fail_their_image_only_and_an_image_gets_what_its_build_script_makes() {
     let _guard = tests::docker_lock();
     let ex = Example::new("fail");
     let p = "services/enrollment-service/src/index.ts";
@@ -321,14 +400,23 @@ fn a_compile_error_fails_that_image_only_and_records_nothing() {
             ex.fx.read(p)
         ),
     );
+    edit_manifest(&ex.fx, "services/course-service/package.json", |pkg| {
+        pkg["scripts"]
+            .as_object_mut()
+            .expect("scripts")
+            .remove("build");
+    });
+    ex.fx.write("services/student-service/stamp.js", STAMP_JS);
+    edit_manifest(&ex.fx, "services/student-service/package.json", |pkg| {
+        pkg["scripts"]["build"] = serde_json::json!("tsc -p tsconfig.json && node stamp.js");
+    });
+
     let (out, json) = ex.images(&["--keep-going"]);
     assert!(!out.status.success(), "a failed build exits non-zero");
     let a = actions(&json);
     assert_eq!(a["enrollment-service"].0, "failed");
-    assert_eq!(
-        built(&a),
-        vec!["api-gateway", "course-service", "student-service"]
-    );
+    assert_eq!(a["course-service"].0, "failed");
+    assert_eq!(built(&a), vec!["api-gateway", "student-service"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("building enrollment-service failed"),
@@ -338,26 +426,110 @@ fn a_compile_error_fails_that_image_only_and_records_nothing() {
         stderr.contains("error TS2322"),
         "the log tail shows the compiler error: {stderr}"
     );
-    // The whole log is saved, and no record was written for the failed key.
-    let key = json["images"]
-        .as_array()
-        .expect("images")
-        .iter()
-        .find(|i| i["service"] == "enrollment-service")
-        .and_then(|i| i["key"].as_str())
-        .expect("key")
-        .to_string();
+    assert!(
+        stderr.contains("building course-service failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: services/course-service/package.json has no \"build\" script")
+            && stderr.contains("hint: add one to its \"scripts\""),
+        "the log tail says the build script is missing: {stderr}"
+    );
+    // The whole logs are saved, and no record was written for the failed keys.
     let store = cache::Store::open(&ex.fx.path(".images-cache")).expect("store");
-    assert!(store.get_record(&key).expect("read").is_none());
+    for s in ["enrollment-service", "course-service"] {
+        let key = json["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["service"] == s)
+            .and_then(|i| i["key"].as_str())
+            .expect("key")
+            .to_string();
+        assert!(store.get_record(&key).expect("read").is_none(), "{s}");
+    }
     let logs: Vec<_> = std::fs::read_dir(ex.fx.path(".images-cache/logs"))
         .expect("logs")
         .collect();
-    assert_eq!(logs.len(), 1);
-    // The next run builds only the broken one again (and fails again).
-    let (out, json) = ex.images(&[]);
+    assert_eq!(logs.len(), 2);
+
+    // The oracle: pnpm itself runs the scripts in the context Docker got.
+    let analysis = tests::analyze_ok(ex.fx.root());
+    let host = tempfile::tempdir().expect("tempdir");
+    tests::materialize(ex.fx.root(), &analysis, "student-service", host.path());
+    for args in [
+        &["install", "--frozen-lockfile"][..],
+        &["--filter", "@kodingcaravan/shared", "build"],
+        &["--filter", "@kodingcaravan/student-service", "build"],
+    ] {
+        tests::run_ok(
+            Command::new("pnpm")
+                .args(args)
+                .env("CI", "true")
+                .current_dir(host.path()),
+            &format!("pnpm {args:?} on the host (pnpm 8.15, as `scripts/test.sh` installs it)"),
+        );
+    }
+    let image = format!("{}student-service:latest", ex.prefix);
+    let want = host_tree(&host.path().join("services/student-service/dist"));
+    assert!(
+        want.contains_key("meta/build-env.json") && want.contains_key("index.js"),
+        "{want:?}"
+    );
+    let got = image_subtree(&image, "app/service/dist");
+    if got != want {
+        // Say what the script saw in the image, against what it saw under pnpm.
+        let seen = docker_out(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            &image,
+            "/app/service/dist/meta/build-env.json",
+        ]);
+        panic!(
+            "the image's dist differs from pnpm's:\n  image: {got:?}\n  pnpm:  {want:?}\nbuild-env.json in the image:\n{}\nunder pnpm:\n{}",
+            String::from_utf8_lossy(&seen.stdout),
+            std::fs::read_to_string(
+                host.path()
+                    .join("services/student-service/dist/meta/build-env.json")
+            )
+            .unwrap_or_default()
+        );
+    }
+    let stamp: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            host.path()
+                .join("services/student-service/dist/meta/build-env.json"),
+        )
+        .expect("stamp"),
+    )
+    .expect("json");
+    assert_eq!(
+        stamp["env"]["npm_package_name"], "@kodingcaravan/student-service",
+        "{stamp}"
+    );
+    assert_eq!(stamp["env"]["npm_lifecycle_event"], "build", "{stamp}");
+    assert_eq!(
+        stamp["bins"],
+        serde_json::json!(["node_modules/.bin", "../../node_modules/.bin"]),
+        "{stamp}"
+    );
+    assert_eq!(stamp["init_cwd"], "../..", "{stamp}");
+    assert_eq!(stamp["node"], true, "{stamp}");
+    let shared: BTreeMap<_, _> = host_tree(&host.path().join("shared/dist"))
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".d.ts"))
+        .collect();
+    assert!(shared.contains_key("index.js"), "{shared:?}");
+    assert_eq!(image_subtree(&image, "app/shared/dist"), shared);
+
+    // The next run builds only the broken ones again (and fails again).
+    let (out, json) = ex.images(&["--keep-going"]);
     assert!(!out.status.success());
     let a = actions(&json);
     assert_eq!(a["enrollment-service"].0, "failed");
+    assert_eq!(a["course-service"].0, "failed");
     assert!(built(&a).is_empty(), "{a:?}");
 }
 
