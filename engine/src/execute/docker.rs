@@ -408,10 +408,12 @@ impl Docker {
         match self.cache_export() {
             CacheExport::None => {}
             CacheExport::Inline => {
-                args.extend([
-                    "--build-arg".to_string(),
-                    "BUILDKIT_INLINE_CACHE=1".to_string(),
-                ]);
+                if lc.to.is_some() {
+                    args.extend([
+                        "--build-arg".to_string(),
+                        "BUILDKIT_INLINE_CACHE=1".to_string(),
+                    ]);
+                }
                 for r in &lc.from {
                     args.extend(["--cache-from".to_string(), r.clone()]);
                 }
@@ -1071,6 +1073,29 @@ mod tests {
                 "type=registry,ref=r/ns/a:layers-builder",
                 "--cache-to",
                 "type=registry,ref=r/ns/a:buildcache,mode=max"
+            ]
+        );
+        // Import only: no cache metadata computed for an image nobody pushes as a cache.
+        let import_only = LayerCache {
+            to: None,
+            ..lc.clone()
+        };
+        assert_eq!(
+            d(BuildMode::BuildkitEnv).cache_args(&import_only),
+            [
+                "--cache-from",
+                "r/ns/a:layers",
+                "--cache-from",
+                "r/ns/a:layers-builder"
+            ]
+        );
+        assert_eq!(
+            with_builder(BuildMode::Buildx, Some("docker-container")).cache_args(&import_only),
+            [
+                "--cache-from",
+                "type=registry,ref=r/ns/a:layers",
+                "--cache-from",
+                "type=registry,ref=r/ns/a:layers-builder"
             ]
         );
         assert!(d(BuildMode::Legacy).cache_args(&lc).is_empty());

@@ -67,8 +67,10 @@ pub enum CacheExport {
 pub struct LayerCache {
     /// References whose cache the build imports, in order (missing ones are skipped by BuildKit).
     pub from: Vec<String>,
-    /// Where the builder itself exports the cache ([`CacheExport::Registry`]); with
-    /// [`CacheExport::Inline`] the image carries it and the run pushes it.
+    /// Where the cache is exported, if this build exports one: with [`CacheExport::Registry`]
+    /// the builder itself writes it there; with [`CacheExport::Inline`] the image is built
+    /// with its cache metadata, and the run pushes it there once verified. `None`: import only
+    /// (a read-only cache registry), and an inline build carries no cache metadata.
     pub to: Option<String>,
 }
 

@@ -1,8 +1,9 @@
 //! The registry layer cache across machines (issue 15, item 3): a fresh engine (a second dockerd
 //! with its own data root, like a new CI runner) that has only the cache registry reuses the
 //! dependency-install layers of an image no tier holds. The oracle is BuildKit's own progress
-//! log (`CACHED` or `DONE` per step), read from the record of the fresh engine's build; that
-//! engine has no route out, so an install step that ran would also fail there.
+//! log (`CACHED` or `DONE` per step, `exporting cache`), read from the records of the builds, and
+//! the image configs the registry holds; the fresh engine has no route out, so an install step
+//! that ran would also fail there.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -107,6 +108,32 @@ fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_i
         );
     }
 
+    // What it pushed is a cache: BuildKit's inline cache metadata in the config of the image
+    // and of each stage image (read back from the registry), computed by the build that
+    // exported it (`exporting cache` in BuildKit's own log).
+    let r = cache::registry::Registry::parse(&reg).expect("registry");
+    let image = format!("{prefix}{service}");
+    for tag in ["layers", "layers-builder", "layers-shared-builder"] {
+        let config = r
+            .config_digest(&image, tag)
+            .expect("the registry answers")
+            .unwrap_or_else(|| panic!("{reg}/{image}:{tag} was pushed"));
+        let config = r
+            .get_blob(&image, &config)
+            .expect("the registry answers")
+            .expect("its config");
+        let config: serde_json::Value = serde_json::from_slice(&config).expect("config JSON");
+        assert!(
+            config.get("moby.buildkit.cache.v0").is_some(),
+            "{image}:{tag} carries BuildKit's inline cache metadata: {config:#}"
+        );
+    }
+    assert!(
+        recorded_log(&here, service).contains("exporting cache"),
+        "the build that pushed its layer cache computed it:\n{}",
+        recorded_log(&here, service)
+    );
+
     // A source edit: a key no tier holds.
     let src = "services/student-service/src/index.ts";
     let text = ex.read(src);
@@ -150,6 +177,12 @@ fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_i
     assert!(
         log.contains("importing cache manifest from") && log.contains(&reg),
         "the build imported the registry's cache:\n{log}"
+    );
+    // A read-only run pushes no cache, so its build computes none: BuildKit's inline cache
+    // export costs the compressed digest of every layer, seconds on a fresh engine.
+    assert!(
+        !log.contains("exporting cache") && !log.contains("preparing build cache for export"),
+        "a run that only imports exports no inline cache:\n{log}"
     );
     // Nothing was pushed by a read-only run.
     assert!(img["registry"]
