@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::buildlog::Breakdown;
 use super::measure::{Proc, Stats};
 use super::report::{fmt_ms, Kind, Ratio, Raw, Series};
 use super::{peer, Ctx};
@@ -23,6 +24,9 @@ pub struct SpeedResult {
     pub note: String,
     pub series: Vec<Series>,
     pub ratios: Vec<Ratio>,
+    /// Every run, in order, with where its time went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<String>,
 }
 
 pub fn markdown(out: &mut String, r: &SpeedResult) {
@@ -30,6 +34,12 @@ pub fn markdown(out: &mut String, r: &SpeedResult) {
     let _ = writeln!(out, "## {}\n\n{}\n", r.title, r.note);
     super::report::series_table(out, &r.series);
     super::report::ratio_table(out, &r.ratios);
+    if !r.runs.is_empty() {
+        out.push_str("\nEvery run:\n\n");
+        for line in &r.runs {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
     out.push('\n');
 }
 
@@ -198,6 +208,11 @@ fn edit(root: &Path, rel: &str, tag: &str) -> anyhow::Result<()> {
 
 /// A fresh engine builds one edited service: with the registry layer cache (read-only, as a
 /// pull request's CI) and without; the two take turns going first, each on a new engine.
+///
+/// Round 0 is a warm-up of both sides, printed and left out of the figures: the "without" side
+/// downloads every package from the npm registry, whose first answers for a package (DNS, the
+/// CDN's cache) are much slower than the next ones, so that every measured "without" build sees
+/// the same warm npm as the others. Each build's own log says where its time went (printed).
 pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
     let docker = peer::engine_client()?;
     let client = docker.client.to_string_lossy().into_owned();
@@ -229,11 +244,12 @@ pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
             .arg(&root)
             .arg("--cache-dir")
             .arg(cache)
-            .args(["--json", "images", "--no-verify", service])
+            .args(["--json", "images"])
     };
     eprintln!("bench fresh: building {service} here and sharing its layer cache in {registry}");
+    // Verified: an unverified run pushes nothing, its layer cache included.
     let o = images(&dir.join("cache-here"))
-        .args(["--cache-registry", &registry])
+        .args([service, "--cache-registry", &registry])
         .run(false, &ctx.scratch)?;
     if !String::from_utf8_lossy(&o.stdout).contains("layer cache pushed") {
         anyhow::bail!(
@@ -253,24 +269,30 @@ pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
         Kind::Reference,
         Some(format!("DOCKER_HOST=<fresh engine> xtask --root <copy> --cache-dir <empty> --json images --no-verify {service}")),
     );
+    let runs = ctx.runs.max(1);
+    let mut lines = Vec::new();
+    let mut paired = Vec::new();
     let mut n = 0;
-    for run in 0..ctx.runs.max(1) {
+    for round in 0..=runs {
         edit(
             &root,
             &format!("services/{service}/src/index.ts"),
-            &format!("{}-{run}", std::process::id()),
+            &format!("{}-{round}", std::process::id()),
         )?;
-        let order = if run % 2 == 0 {
+        let order = if round % 2 == 1 {
             [true, false]
         } else {
             [false, true]
         };
+        let mut pair = [0.0f64; 2];
         for use_cache in order {
             n += 1;
             let engine = FreshEngine::start(&client, &dir, n)?;
             let cache = dir.join(format!("cache-{n}"));
             let _ = std::fs::remove_dir_all(&cache);
-            let mut p = images(&cache).env("DOCKER_HOST", &engine.host());
+            let mut p = images(&cache)
+                .args(["--no-verify", service])
+                .env("DOCKER_HOST", &engine.host());
             if use_cache {
                 p = p.args(["--cache-registry", &registry, "--cache-read-only"]);
             }
@@ -280,22 +302,42 @@ pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
             if json["images"][0]["action"] != "built" {
                 anyhow::bail!("the fresh engine's build did not build: {json}");
             }
-            eprintln!(
-                "bench fresh: run {}/{}, {}: {}",
-                run + 1,
-                ctx.runs.max(1),
-                if use_cache {
-                    "with the layer cache"
-                } else {
-                    "without"
-                },
-                fmt_ms(o.wall.as_secs_f64() * 1e3)
+            let ms = o.wall.as_secs_f64() * 1e3;
+            let what = if use_cache {
+                "with the layer cache"
+            } else {
+                "without"
+            };
+            let when = if round == 0 {
+                "warm-up, not counted".to_string()
+            } else {
+                format!("run {round}/{runs}")
+            };
+            let breakdown = recorded_log(&cache, service)
+                .map(|log| Breakdown::of(&log).line())
+                .unwrap_or_else(|e| format!("(no build log: {e})"));
+            let build_ms = json["images"][0]["duration_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            let line = format!(
+                "{when}, {what}: {} (of which `docker build` {}: {breakdown})",
+                fmt_ms(ms),
+                fmt_ms(build_ms)
             );
+            eprintln!("bench fresh: {line}");
+            lines.push(line);
+            if round == 0 {
+                continue;
+            }
+            pair[usize::from(!use_cache)] = ms;
             if use_cache {
                 with.samples.push(o.wall);
             } else {
                 without.samples.push(o.wall);
             }
+        }
+        if round > 0 && pair[1] > 0.0 {
+            paired.push(pair[0] / pair[1]);
         }
     }
     let series: Vec<Series> = [with, without].iter().filter_map(|r| r.finish()).collect();
@@ -309,12 +351,28 @@ pub fn fresh(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
             None,
         ));
     }
+    let paired_text: Vec<String> = paired.iter().map(|r| format!("{r:.2}x")).collect();
     Ok(SpeedResult {
         title: "A fresh engine with the registry layer cache".into(),
-        note: format!("examples/kc-backend; each build on a new `dockerd` (own data root, empty BuildKit cache, `node:18-alpine` loaded), Docker client `{client}` ({:?}); the registry's cache was exported by a build of the unedited service on the shared engine. No peer.", docker.mode),
+        note: format!("examples/kc-backend; each build on a new `dockerd` (own data root, empty BuildKit cache, `node:18-alpine` loaded), Docker client `{client}` ({:?}); the registry's cache was exported by a verified build of the unedited service on the shared engine. A warm-up round of both sides first (not counted), then the two sides take turns going first. The ratio is of the medians; each round's own ratio (with / without, built one after the other): {}. No peer.", docker.mode, paired_text.join(", ")),
         series,
         ratios,
+        runs: lines,
     })
+}
+
+/// The build log recorded for a service's last build in a cache directory.
+fn recorded_log(cache_dir: &Path, service: &str) -> anyhow::Result<String> {
+    let store = cache::Store::open(cache_dir)?;
+    let last = store
+        .last_built(service)
+        .context("no build of it recorded")?;
+    let record = store
+        .get_record(&last.key)?
+        .context("its record is missing")?;
+    let blob = record.log.context("its record kept no log")?;
+    let bytes = store.get_blob(&blob)?.context("its log is missing")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `watch --up` on the example's compose stack: each run edits student-service and measures
@@ -535,6 +593,7 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
         ),
         series,
         ratios,
+        runs: Vec::new(),
     })
 }
 

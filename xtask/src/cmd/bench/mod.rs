@@ -9,6 +9,7 @@
 //! runs the engine's scenarios, [`peer`] the alternatives, [`layout`] the Dockerfile layouts,
 //! [`report`] renders the results.
 
+mod buildlog;
 mod fresh;
 mod layout;
 mod measure;
