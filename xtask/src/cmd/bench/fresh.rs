@@ -522,6 +522,29 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
                 v["event"] == "healthy" && v["service"] == service
             })?;
             let rep = h["save_to_healthy_ms"].as_f64().unwrap_or(f64::NAN);
+            // The new image may be in service before its verification ends: each save is
+            // measured from an idle watch, so the run's end (and `idle`) is awaited here.
+            if !seen
+                .borrow()
+                .iter()
+                .any(|v| v["event"] == "build_finished" && v["service"] == service)
+            {
+                wait_for("build_finished", &|v| {
+                    v["event"] == "build_finished" && v["service"] == service
+                })?;
+            }
+            let idle_after = {
+                let s = seen.borrow();
+                let f = s
+                    .iter()
+                    .rposition(|v| v["event"] == "build_finished")
+                    .unwrap_or(0);
+                s[f..].iter().any(|v| v["event"] == "idle")
+            };
+            if !idle_after {
+                wait_for("idle", &|v| v["event"] == "idle")?;
+            }
+            let verify = of_verified(&seen.borrow());
             let of = |event: &str, field: &str| {
                 seen.borrow()
                     .iter()
@@ -531,10 +554,11 @@ pub fn watch_up(ctx: &Ctx) -> anyhow::Result<SpeedResult> {
                     .unwrap_or(f64::NAN)
             };
             eprintln!(
-                "bench watch-up:   batch {}, build {}, up {}, up -> healthy {}",
+                "bench watch-up:   batch {}, build {}, up {} ({}), up -> healthy {}",
                 fmt_ms(of("batch", "latency_ms") + of("batch", "analysis_ms")),
                 fmt_ms(of("build_finished", "duration_ms")),
                 fmt_ms(of("up", "duration_ms")),
+                verify,
                 fmt_ms(of("healthy", "up_to_healthy_ms"))
             );
             eprintln!(
@@ -628,4 +652,24 @@ fn http_200(addr: std::net::SocketAddr) -> bool {
         }
     }
     head[..got].starts_with(b"HTTP/1.") && got >= 10 && head[9] == b'2'
+}
+
+/// How the last `up` of a watch's events put the image into service: `via` and whether it was
+/// verified then.
+fn of_verified(seen: &[serde_json::Value]) -> String {
+    seen.iter()
+        .rev()
+        .find(|v| v["event"] == "up")
+        .map(|v| {
+            format!(
+                "via {}, {}",
+                v["via"].as_str().unwrap_or("?"),
+                if v["verified"] == true {
+                    "verified"
+                } else {
+                    "while verifying"
+                }
+            )
+        })
+        .unwrap_or_default()
 }
