@@ -4,7 +4,8 @@
 //! that records each build request and answers with a fake image id (it still streams each
 //! context through the engine's tar writer, which checks every digest). The end-to-end tests in
 //! [`docker`] build real images with Docker, bring them up with Compose, and stop the CLI with
-//! SIGINT.
+//! SIGINT; those in [`replace`] replace compose containers over the Engine API, Compose v1 being
+//! the oracle.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -889,3 +890,4 @@ proptest! {
 }
 
 mod docker;
+mod replace;
