@@ -169,7 +169,11 @@ fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_i
     }
     // What the edit changed ran: the service's compile, on the fresh engine.
     assert_eq!(
-        step(&log, "builder", "@kodingcaravan/student-service build"),
+        step(
+            &log,
+            "builder",
+            "run-package-script services/student-service build"
+        ),
         Some(false),
         "the edited service's compile ran:\n{log}"
     );
