@@ -972,6 +972,10 @@ impl Builder for Docker {
         }
     }
 
+    fn cache_identity(&self) -> String {
+        format!("docker {} {:?}", self.version, self.mode)
+    }
+
     fn discard(&self, image_id: &str) {
         // Only while untagged: `rmi` of an id with one tag would remove someone's tag.
         let tags = self.run_ok(&[

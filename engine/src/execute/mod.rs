@@ -104,6 +104,12 @@ pub trait Builder: Sync {
     fn cache_export(&self) -> CacheExport {
         CacheExport::None
     }
+
+    /// What, besides a build's inputs, its layer cache depends on (BuildKit's cache keys may
+    /// change with the builder's version): part of a stage cache's key.
+    fn cache_identity(&self) -> String {
+        String::new()
+    }
 }
 
 /// An image of the engine, as the tiers see it.

@@ -24,8 +24,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Event, ImageReport, Job, Runner};
+use crate::context::ContextFile;
 use crate::dockerfile::{BaseRef, Dockerfile};
 use crate::execute::{BuildRequest, CacheExport, LayerCache};
+use crate::key::KeyManifest;
 
 /// The tag of a service's image as a cache (inline).
 pub const LAYERS_TAG: &str = "layers";
@@ -119,13 +121,114 @@ pub fn stages_to_export(df: &Dockerfile, target: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-fn read_stages(root: &Path, dockerfile: &str, target: Option<&str>) -> Vec<String> {
-    let path = root.join(dockerfile);
-    std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| Dockerfile::parse(&path, &text).ok())
-        .map(|df| stages_to_export(&df, target))
-        .unwrap_or_default()
+/// The stages of a job's Dockerfile (as its key read it) whose cache it exports.
+fn job_stages(job: &Job) -> Vec<String> {
+    stages_to_export(&job.inputs.context.dockerfile, job.target())
+}
+
+/// The label of a stage's cache image: its [`stage_key`], so that a run whose stage has the same
+/// inputs leaves the cache image there instead of building and pushing it again.
+pub const STAGE_KEY_LABEL: &str = "com.kodingcaravan.images.layers-key";
+
+/// What a stage's cache key is made of: the image's Dockerfile (with its build arguments), the
+/// values of those, the image key's manifest and its context.
+pub(crate) struct StageInputs<'a> {
+    pub dockerfile: &'a Dockerfile,
+    /// Where the Dockerfile is (for messages only).
+    pub path: &'a Path,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub manifest: &'a KeyManifest,
+    pub files: &'a [ContextFile],
+}
+
+impl<'a> StageInputs<'a> {
+    fn of(job: &'a Job, path: &'a Path) -> StageInputs<'a> {
+        StageInputs {
+            dockerfile: &job.inputs.context.dockerfile,
+            path,
+            build_args: job.inputs.build_args.values(),
+            manifest: &job.inputs.manifest,
+            files: &job.inputs.context.files,
+        }
+    }
+}
+
+/// A digest of everything BuildKit's cache keys of a build of `stage` can depend on, a superset:
+/// the image key's inputs but the context and the target (the Dockerfile's bytes, the build
+/// arguments, the platform, the base images by digest, in-repo images, remote sources, secret
+/// ids), the builder (`identity`), the stage, and the context entries the stages it needs read
+/// (path, kind, size, mode, content digest; every entry when a source is a pattern, a variable
+/// or leaves the root). `None` when what the stage reads cannot be told: its cache is then
+/// always exported.
+pub(crate) fn stage_key(i: &StageInputs<'_>, stage: &str, identity: &str) -> Option<String> {
+    let m = i.manifest;
+    let platform = m.platform.as_deref();
+    let reads = crate::sources::reads(
+        i.dockerfile,
+        i.path,
+        i.build_args,
+        Some(stage),
+        crate::sources::Platforms {
+            target: platform,
+            build: platform,
+        },
+    )
+    .ok()?;
+    let read = read_filter(reads.sources.iter().map(|s| s.path.as_str()));
+    let inputs = serde_json::json!({
+        "format": 1,
+        "identity": identity,
+        "stage": stage,
+        "key_format": m.format,
+        "dockerfile": m.dockerfile,
+        "dockerfile_digest": m.dockerfile_digest,
+        "build_args": m.build_args,
+        "platform": m.platform,
+        "base_images": m.base_images,
+        "remote_sources": m.remote_sources,
+        "from_images": m.from_images,
+        "secrets": m.secrets,
+    });
+    let mut h = blake3::Hasher::new();
+    h.update(b"kc-images stage cache key\n");
+    h.update(&serde_json::to_vec(&inputs).ok()?);
+    for f in i.files.iter().filter(|f| read(&f.path)) {
+        h.update(b"\n");
+        h.update(f.path.as_bytes());
+        h.update(format!("\0{}\0{}\0{}\0{:o}\0", f.dir, f.symlink, f.size, f.mode).as_bytes());
+        h.update(f.digest.to_hex().as_bytes());
+    }
+    Some(h.finalize().to_hex().to_string())
+}
+
+/// Which context paths a build reading `sources` (substituted, as [`crate::sources`] gives
+/// them) may read: a path named, or beneath a directory named; every path when a source is a
+/// pattern, still holds a variable, is the whole context or leaves it.
+fn read_filter<'s>(sources: impl Iterator<Item = &'s str>) -> impl Fn(&str) -> bool {
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut all = false;
+    for src in sources {
+        let mut p = src.trim_start_matches('/');
+        while let Some(rest) = p.strip_prefix("./") {
+            p = rest.trim_start_matches('/');
+        }
+        let p = p.trim_end_matches('/');
+        if p.is_empty()
+            || p.contains(['*', '?', '[', '\\', '$'])
+            || p.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+        {
+            all = true;
+        }
+        prefixes.push(p.to_string());
+    }
+    move |path: &str| {
+        all || prefixes.iter().any(|p| {
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
 }
 
 impl Runner<'_> {
@@ -144,7 +247,7 @@ impl Runner<'_> {
             CacheExport::Inline => {
                 let image_ref = reg.reference(&job.image, LAYERS_TAG);
                 let mut from = vec![image_ref.clone()];
-                for s in read_stages(job.root(), job.dockerfile(), job.target()) {
+                for s in job_stages(job) {
                     from.push(reg.reference(&job.image, &stage_tag(&s)));
                 }
                 // The image carries its cache metadata only when the run will push it: BuildKit
@@ -208,10 +311,37 @@ impl Runner<'_> {
                 return;
             }
         }
-        for stage in read_stages(job.root(), job.dockerfile(), job.target()) {
-            let stage_ref = reg.reference(&job.image, &stage_tag(&stage));
+        let identity = self.backend.builder.cache_identity();
+        for stage in job_stages(job) {
+            let tag = stage_tag(&stage);
+            let stage_ref = reg.reference(&job.image, &tag);
+            // Its inputs unchanged since the cache image there was pushed: that cache maps the
+            // same BuildKit keys to the same layers; building and pushing it again (seconds:
+            // BuildKit compresses its layers for the metadata) would change nothing.
+            let path = job.root().join(job.dockerfile());
+            let skey = stage_key(&StageInputs::of(job, &path), &stage, &identity);
+            if let Some(k) = &skey {
+                let there = reg
+                    .get_manifest(&job.image, &tag)
+                    .ok()
+                    .flatten()
+                    .and_then(|m| reg.labels(&job.image, &m).ok())
+                    .and_then(|l| {
+                        l.get(STAGE_KEY_LABEL)
+                            .and_then(|v| v.as_str())
+                            .map(String::from)
+                    });
+                if there.as_deref() == Some(k.as_str()) {
+                    said(format!(
+                        "layer cache of stage `{stage}` unchanged in {stage_ref}"
+                    ));
+                    continue;
+                }
+            }
             let sreq = BuildRequest {
-                labels: BTreeMap::new(),
+                labels: skey
+                    .map(|k| BTreeMap::from([(STAGE_KEY_LABEL.to_string(), k)]))
+                    .unwrap_or_default(),
                 target: Some(stage.clone()),
                 layer_cache: Some(LayerCache {
                     from: lc.from.clone(),
@@ -270,6 +400,148 @@ mod tests {
         let text = "FROM node:18-alpine AS base\nRUN true\nFROM base AS deps\nRUN install\nFROM deps AS build\nRUN build\nFROM scratch AS files\nCOPY a /a\nFROM deps AS out\nCOPY --from=build /x /x\nCOPY --from=files /a /a\nCOPY --from=0 /y /y\n";
         assert_eq!(stages(text, None), ["build"]);
         assert!(stages("FROM node:18-alpine\nRUN true\n", None).is_empty());
+    }
+
+    /// The stage keys of the example's student-service Dockerfile over a context of `files`
+    /// (path, content; directories end with `/`), with `identity`.
+    fn keys(files: &[(&str, &str)], identity: &str) -> BTreeMap<String, Option<String>> {
+        use crate::context::{context_digest, Source};
+        use crate::digest::FileDigest;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/kc-backend/services/student-service/Dockerfile");
+        let text = std::fs::read_to_string(&path).expect("the example's Dockerfile");
+        let df = Dockerfile::parse(&path, &text).expect("parse");
+        let files: Vec<ContextFile> = files
+            .iter()
+            .map(|(p, content)| ContextFile {
+                path: p.trim_end_matches('/').into(),
+                mode: if p.ends_with('/') { 0o755 } else { 0o644 },
+                symlink: false,
+                dir: p.ends_with('/'),
+                size: content.len() as u64,
+                digest: FileDigest::of_bytes(content.as_bytes()),
+                source: Source::Disk,
+            })
+            .collect();
+        let manifest = KeyManifest {
+            format: crate::key::KEY_FORMAT_VERSION,
+            dockerfile: "services/student-service/Dockerfile".into(),
+            dockerfile_digest: FileDigest::of_bytes(text.as_bytes()),
+            context: context_digest(&files),
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: Some("linux/amd64".into()),
+            base_images: Vec::new(),
+            remote_sources: Vec::new(),
+            from_images: BTreeMap::new(),
+            secrets: Vec::new(),
+        };
+        let args = BTreeMap::new();
+        let inputs = StageInputs {
+            dockerfile: &df,
+            path: &path,
+            build_args: &args,
+            manifest: &manifest,
+            files: &files,
+        };
+        ["shared-deps", "shared-builder", "deps", "builder"]
+            .into_iter()
+            .map(|s| (s.to_string(), stage_key(&inputs, s, identity)))
+            .collect()
+    }
+
+    const CONTEXT: &[(&str, &str)] = &[
+        (".npmrc", "x"),
+        ("package.json", "{}"),
+        ("pnpm-lock.yaml", "lock"),
+        ("pnpm-workspace.yaml", "packages"),
+        ("services/", ""),
+        ("services/student-service/", ""),
+        ("services/student-service/Dockerfile", "FROM"),
+        ("services/student-service/package.json", "{\"name\":\"s\"}"),
+        ("services/student-service/src/", ""),
+        ("services/student-service/src/index.ts", "a"),
+        ("shared/", ""),
+        ("shared/package.json", "{\"name\":\"shared\"}"),
+        ("shared/src/", ""),
+        ("shared/src/index.ts", "b"),
+        ("shared-extra/", ""),
+        ("shared-extra/x", "c"),
+        ("tsconfig.base.json", "{}"),
+    ];
+
+    /// Which stage keys move when `path` gets `content` (`None`: the path is removed).
+    fn moved(path: &str, content: Option<&str>) -> Vec<String> {
+        let base = keys(CONTEXT, "docker 20.10");
+        let mut files: Vec<(&str, &str)> = CONTEXT
+            .iter()
+            .copied()
+            .filter(|(p, _)| *p != path)
+            .collect();
+        if let Some(c) = content {
+            files.push((path, c));
+            files.sort();
+        }
+        let other = keys(&files, "docker 20.10");
+        base.iter()
+            .filter(|(s, k)| other[*s] != **k)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_stage_key_moves_with_what_the_stage_reads_and_nothing_else() {
+        let all = ["builder", "deps", "shared-builder", "shared-deps"];
+        assert!(keys(CONTEXT, "d").values().all(Option::is_some));
+        // A service source edit: only the stage that copies the service's sources.
+        assert_eq!(
+            moved("services/student-service/src/index.ts", Some("a2")),
+            ["builder"]
+        );
+        // Its manifest: the stages that install or copy it.
+        assert_eq!(
+            moved("services/student-service/package.json", Some("{}")),
+            ["builder", "deps"]
+        );
+        // Shared's sources: shared's compile, and builder, which copies its output (BuildKit's
+        // keys of builder's steps follow shared-builder's).
+        assert_eq!(
+            moved("shared/src/index.ts", Some("b2")),
+            ["builder", "shared-builder"]
+        );
+        assert_eq!(
+            moved("shared/src/new.ts", Some("n")),
+            ["builder", "shared-builder"]
+        );
+        assert_eq!(
+            moved("shared/src/index.ts", None),
+            ["builder", "shared-builder"]
+        );
+        // The lockfile: every stage whose chain copies it (shared-builder through shared-deps).
+        assert_eq!(moved("pnpm-lock.yaml", Some("lock2")), all);
+        assert_eq!(
+            moved("tsconfig.base.json", Some("{ }")),
+            ["builder", "shared-builder"]
+        );
+        // A sibling whose name starts like a copied directory is not in it.
+        assert!(moved("shared-extra/x", Some("c2")).is_empty());
+        // The builder's identity moves them all.
+        assert!(keys(CONTEXT, "docker 24.0")
+            .iter()
+            .all(|(s, k)| keys(CONTEXT, "docker 20.10")[s] != *k));
+    }
+
+    #[test]
+    fn a_pattern_a_variable_or_the_whole_context_reads_everything() {
+        let f = read_filter(["shared/", "./a.json", "/b"].into_iter());
+        assert!(f("shared") && f("shared/x/y") && f("a.json") && f("b"));
+        assert!(!f("shared-extra/x") && !f("a.json.bak") && !f("c"));
+        for src in [
+            "*.json", "src/[ab]", ".", "./", "", "../x", "a/../b", "${X}/a", "a//b",
+        ] {
+            let f = read_filter([src, "shared/"].into_iter());
+            assert!(f("anything/at/all"), "`{src}` reads everything");
+        }
     }
 
     #[test]

@@ -127,6 +127,14 @@ fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_i
             config.get("moby.buildkit.cache.v0").is_some(),
             "{image}:{tag} carries BuildKit's inline cache metadata: {config:#}"
         );
+        // A stage's cache image says what its inputs were, so that a run with the same ones
+        // can leave it there (below).
+        let stage_key = config["config"]["Labels"]["com.kodingcaravan.images.layers-key"].as_str();
+        assert_eq!(
+            stage_key.is_some_and(|k| k.len() == 64),
+            tag != "layers",
+            "{image}:{tag}'s stage key label: {config:#}"
+        );
     }
     assert!(
         recorded_log(&here, service).contains("exporting cache"),
@@ -194,4 +202,52 @@ fn a_fresh_engine_with_only_the_registry_reuses_the_install_layers_of_a_missed_i
         .into_iter()
         .flatten()
         .all(|m| !m.as_str().unwrap_or("").contains("pushed")));
+
+    // This machine builds the edit and shares it: the stages whose inputs the edit left alone
+    // keep the cache images already there (the registry's manifests are the same ones), the
+    // stage that copies the service's sources is built and pushed again.
+    let digest = |tag: &str| {
+        r.head_manifest(&image, tag)
+            .expect("the registry answers")
+            .unwrap_or_else(|| panic!("{image}:{tag} is there"))
+    };
+    let before: Vec<String> = [
+        "layers-shared-deps",
+        "layers-shared-builder",
+        "layers-builder",
+    ]
+    .iter()
+    .map(|t| digest(t))
+    .collect();
+    let (action, img) = one(&images(
+        ex.root(),
+        &here,
+        &["--cache-registry", &reg, service],
+        None,
+    ));
+    assert_eq!(action, "built", "{img:#}");
+    let said: Vec<&str> = img["registry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for what in [
+        "layer cache pushed to",
+        "layer cache of stage `shared-deps` unchanged",
+        "layer cache of stage `shared-builder` unchanged",
+        "layer cache of stage `builder` pushed",
+    ] {
+        assert!(
+            said.iter().any(|m| m.contains(what)),
+            "`{what}` in {said:#?}"
+        );
+    }
+    assert_eq!(digest("layers-shared-deps"), before[0], "not pushed again");
+    assert_eq!(
+        digest("layers-shared-builder"),
+        before[1],
+        "not pushed again"
+    );
+    assert_ne!(digest("layers-builder"), before[2], "pushed again");
 }
