@@ -2,7 +2,8 @@
 //! replacing each of its running containers, over the Engine API, with the container Compose
 //! would have made from that image: same name, same config (env, labels, command, ports, health
 //! check, user...), same host config (port bindings, restart policy, binds, log config...), same
-//! networks and aliases. One `docker-compose` start costs more than the whole replacement.
+//! networks and aliases. It costs the engine's own work (create, stop, start) without Compose's
+//! start-up and requests: about half of `docker-compose up -d --no-deps --force-recreate` here.
 //!
 //! [`Compose::replace`] (or [`replace`] with the socket and project) returns the new containers'
 //! ids, or a [`Replace`]:
@@ -18,21 +19,25 @@
 //!   `SHELL`): a container's config is the image's merged with its own, and only an equal image
 //!   config makes the copy what Compose would make. Every replica is checked before any changes.
 //! - [`Replace::Failed`]: it was tried and failed; the message says what runs now and what to do.
-//!   An image that is not in the engine fails before anything changes.
+//!   An image that is not in the engine, or a create the engine refuses, changes nothing.
+//!
+//! A container that already runs the image is kept (its id is returned).
 //!
 //! The new container's config is the old one's with the new image, except: the hostname is left
 //! to Docker when it was the old container's short id (Docker's default); labels that came from
 //! the old image (same key and value) take the new image's (the key label among them); the
 //! network aliases lose the old short id (the engine adds the new one, as Compose v1 does). The
-//! `com.docker.compose.*` labels stay as they were, `config-hash` included. `Config.Image` is the
-//! image id (Compose writes the reference it was given, e.g. `kc-x:latest`).
+//! `com.docker.compose.*` labels stay as they were, `config-hash` included, but for Compose v2's
+//! `com.docker.compose.image`, which names the new image when it named the old one (as v2 writes
+//! it at create). `Config.Image` is the image id (Compose writes the reference it was given, e.g.
+//! `kc-x:latest`).
 //!
-//! Order, per replica (one after another): every new container is first created under a
-//! temporary name (`<name>_new_<image>`), so an invalid config fails while the old ones run;
-//! then the old one is stopped (its `StopTimeout`, else 10 s), renamed aside (`<name>_old_<id>`),
-//! the new one renamed to the old name and started, and the old one removed. When the start
-//! fails, the new one is removed and the old one renamed back and started again. Compose v1 does
-//! the same dance (stop, rename aside, create, start, remove), after its own Python start-up.
+//! Order: every new container is first created under a temporary name (`<name>_new_<image>`),
+//! so a config the engine refuses fails while the old ones run; then, one replica after another,
+//! the old one is stopped (its `StopTimeout`, else 10 s), renamed aside (`<name>_old_<id>`), the
+//! new one renamed to the old name and started, and the old one removed. When a step after the
+//! stop fails, the new one is removed and the old one renamed back and started again. Compose v1
+//! does the same dance (stop, rename aside, create, start, remove).
 //!
 //! **Compose v1 afterwards** (1.29.2, read in its `service.py` and seen in the tests): its
 //! `config-hash` label hashes the service's options *and the id of the image its `image:` names*.
@@ -40,7 +45,10 @@
 //! the replaced container (running the new image) alone: putting the old image back needs
 //! [`replace`] with its id, or `up --force-recreate`. Once the tag names the new image, the first
 //! `up -d` recreates the container once (same config, same image, a fresh `config-hash`); later
-//! ones leave it alone. Compose v2 keys its hash on the options only, and compares images apart.
+//! ones leave it alone. Compose v2 (not installed here, read in its `convergence.go`) hashes the
+//! options only and compares `com.docker.compose.image` with the tag's image id: it leaves the
+//! container alone once the tag names the new image, and recreates it while the tag names the
+//! old one.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -55,6 +63,8 @@ const PROJECT: &str = "com.docker.compose.project";
 const SERVICE: &str = "com.docker.compose.service";
 const ONEOFF: &str = "com.docker.compose.oneoff";
 const NUMBER: &str = "com.docker.compose.container-number";
+/// Compose v2's label of the image id a container was made from (what its `up` compares).
+const IMAGE: &str = "com.docker.compose.image";
 
 /// Docker's stop timeout when a container has none of its own.
 const DEFAULT_STOP: u64 = 10;
@@ -585,9 +595,22 @@ fn named_mount(inspect: &Value, m: &Value) -> bool {
     in_binds || in_mounts
 }
 
-/// The container's labels with the old image's (same key and value) replaced by the new image's.
+/// The container's labels with the old image's (same key and value) replaced by the new image's,
+/// and Compose v2's image label naming the new image when it named the old one.
 fn labels(container: &Value, old_image: &Value, new_image: &Value) -> Map<String, Value> {
-    let mut out = container.as_object().cloned().unwrap_or_default();
+    let mut out = container["Config"]["Labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if out.get(IMAGE).and_then(Value::as_str).is_some()
+        && out.get(IMAGE) == Some(&container["Image"])
+    {
+        out.insert(IMAGE.into(), new_image["Id"].clone());
+    }
+    let (old_image, new_image) = (
+        &old_image["Config"]["Labels"],
+        &new_image["Config"]["Labels"],
+    );
     for (k, v) in old_image.as_object().into_iter().flatten() {
         if out.get(k) == Some(v) {
             out.remove(k);
@@ -649,11 +672,7 @@ fn create_body(inspect: &Value, old_image: &Value, new_image: &Value) -> Created
     if config.get("Hostname").and_then(Value::as_str) == Some(old_short) {
         config.remove("Hostname");
     }
-    let l = labels(
-        &inspect["Config"]["Labels"],
-        &old_image["Config"]["Labels"],
-        &new_image["Config"]["Labels"],
-    );
+    let l = labels(inspect, old_image, new_image);
     config.insert("Labels".into(), Value::Object(l));
 
     let mut host = inspect["HostConfig"]
@@ -824,23 +843,32 @@ mod tests {
         // Compose set `com.kodingcaravan.images.key` itself (another value than the image's).
         let mut i = inspect();
         i["Config"]["Labels"]["com.kodingcaravan.images.key"] = json!("mine");
-        let l = labels(
-            &i["Config"]["Labels"],
-            &image("a", "k1")["Config"]["Labels"],
-            &image("b", "k2")["Config"]["Labels"],
-        );
+        let l = labels(&i, &image("a", "k1"), &image("b", "k2"));
         assert_eq!(l["com.kodingcaravan.images.key"], "mine");
         // A label only the old image had goes away.
         let mut old = image("a", "k1");
         old["Config"]["Labels"]["gone"] = json!("1");
         let mut i = inspect();
         i["Config"]["Labels"]["gone"] = json!("1");
-        let l = labels(
-            &i["Config"]["Labels"],
-            &old["Config"]["Labels"],
-            &image("b", "k2")["Config"]["Labels"],
-        );
+        let l = labels(&i, &old, &image("b", "k2"));
         assert!(!l.contains_key("gone"));
+    }
+
+    #[test]
+    fn compose_v2s_image_label_names_the_new_image() {
+        let mut i = inspect();
+        let old_id = i["Image"].clone();
+        i["Config"]["Labels"]["com.docker.compose.image"] = old_id.clone();
+        let l = labels(
+            &i,
+            &image(old_id.as_str().expect("id"), "k1"),
+            &image(NEW, "k2"),
+        );
+        assert_eq!(l["com.docker.compose.image"], NEW);
+        // Another value (a manifest digest) is not the old image's id: kept.
+        i["Config"]["Labels"]["com.docker.compose.image"] = json!("sha256:0123");
+        let l = labels(&i, &image("x", "k1"), &image(NEW, "k2"));
+        assert_eq!(l["com.docker.compose.image"], "sha256:0123");
     }
 
     #[test]
