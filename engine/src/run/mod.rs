@@ -20,11 +20,13 @@
 //! - `schedule`: the one DAG scheduler (jobs, dependencies, follow-ups, skips);
 //! - `job`: one image's job, owning what its steps need;
 //! - `steps`: the steps of one job;
-//! - [`layers`]: the registry layer cache a build imports and exports.
+//! - [`layers`]: the registry layer cache a build imports and exports;
+//! - [`hold`]: a built image's verification held while a driver puts it into service.
 //!
 //! `watch` drives the same machinery (`Runner`) for each batch of changes, submitting jobs while
 //! others run; a job superseded by a newer one for the same image records nothing.
 
+pub mod hold;
 mod job;
 pub mod layers;
 mod schedule;
@@ -77,6 +79,8 @@ pub struct RunOptions {
     /// Signs every manifest the run publishes (cache key tags, release tags), in cosign's
     /// format; the CLI reads it from `IMAGES_SIGNING_KEY` / `IMAGES_SIGNING_KEY_FILE`.
     pub signing_key: Option<Arc<cache::cosign::SigningKey>>,
+    /// Built images whose verification waits while the driver serves them (`watch --up`).
+    pub hold: Option<Arc<hold::Hold>>,
 }
 
 impl Default for RunOptions {
@@ -95,6 +99,7 @@ impl Default for RunOptions {
             tags: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             signing_key: None,
+            hold: None,
         }
     }
 }

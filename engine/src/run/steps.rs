@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Event, ImageReport, Job, Outcome, Runner};
+use super::{hold, Event, ImageReport, Job, Outcome, Runner};
 use crate::execute::docker::step_of;
 use crate::execute::LocalImage;
 use crate::plan::Action;
@@ -257,6 +257,9 @@ impl Runner<'_> {
             key: job.key,
             image_id: out.image_id.clone(),
         });
+        if let (Some(hold), true) = (&self.opts.hold, self.opts.verify) {
+            hold.wait(&out.image_id, hold::AT_MOST, &self.opts.cancel);
+        }
         if self.opts.verify && self.cancelled() {
             r.interrupted = true;
             fail(&mut r, "interrupted before its verification".to_string());

@@ -10,10 +10,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use crate::digest::ImageKey;
+use crate::run::hold::Hold;
 use crate::run::{self, ImageReport, Outcome, Runner};
 use crate::tier::{Lookup, Tier, Want};
 
@@ -30,6 +32,17 @@ pub(crate) struct Ctx<'a> {
     /// `--up` puts a rebuilt image into service while it is verified (by its id; `latest` moves
     /// only after it passed), instead of after.
     pub serve_early: bool,
+    /// Verifications held while their image is served early (`run::hold`): released here when
+    /// its new container answered, or when it is not served after all.
+    pub hold: Option<Arc<Hold>>,
+}
+
+impl Ctx<'_> {
+    fn release(&self, image_id: &str) {
+        if let Some(h) = &self.hold {
+            h.release(image_id);
+        }
+    }
 }
 
 /// How long a new container may take to answer its health check.
@@ -234,8 +247,11 @@ impl Builds {
                 image_id,
             } => {
                 // Into service while it is verified, unless a newer build of it is due.
-                if cx.serve_early && self.inflight.get(&service) == Some(&key) {
-                    self.serve(&service, &image, image_id, false, cx, scope);
+                let serving = cx.serve_early
+                    && self.inflight.get(&service) == Some(&key)
+                    && self.serve(&service, &image, image_id.clone(), false, cx, scope);
+                if !serving {
+                    cx.release(&image_id);
                 }
             }
             run::Event::Pulling { service, reference } => emit(Event::Registry {
@@ -308,7 +324,9 @@ impl Builds {
             match self.served.get_mut(&r.service) {
                 // Already in service (or on its way) while it was verified: now it is.
                 Some(s) if s.image_id == id => s.verified = true,
-                _ => self.serve(&r.service, &r.image, id, true, cx, scope),
+                _ => {
+                    self.serve(&r.service, &r.image, id, true, cx, scope);
+                }
             }
             return;
         }
@@ -330,7 +348,8 @@ impl Builds {
         }
     }
 
-    /// Puts `image_id` into service for `service`: a replacement of its containers, queued.
+    /// Puts `image_id` into service for `service`: a replacement of its containers, queued;
+    /// whether one was.
     fn serve<'s, 'e: 's>(
         &mut self,
         service: &str,
@@ -339,9 +358,9 @@ impl Builds {
         verified: bool,
         cx: &'e Ctx<'e>,
         scope: &'s Scope<'s, 'e>,
-    ) {
+    ) -> bool {
         if cx.compose.is_none() {
-            return;
+            return false;
         }
         if self
             .no_replace
@@ -352,7 +371,7 @@ impl Builds {
                 self.served.remove(service);
                 self.enqueue(service, image, UpJob::Compose, cx, scope);
             }
-            return;
+            return false;
         }
         self.served.insert(
             service.to_string(),
@@ -368,10 +387,11 @@ impl Builds {
             UpJob::Replace { image_id, verified },
             cx,
             scope,
-        );
+        )
     }
 
-    /// Queues an `up` for a service (replacing one of it that waits), or runs it now.
+    /// Queues an `up` for a service (replacing one of it that waits), or runs it now; whether
+    /// it did.
     fn enqueue<'s, 'e: 's>(
         &mut self,
         service: &str,
@@ -379,10 +399,12 @@ impl Builds {
         job: UpJob,
         cx: &'e Ctx<'e>,
         scope: &'s Scope<'s, 'e>,
-    ) {
-        let Some(compose) = cx.compose else { return };
+    ) -> bool {
+        let Some(compose) = cx.compose else {
+            return false;
+        };
         if self.stopping && job != UpJob::Restore {
-            return;
+            return false;
         }
         let Some(cs) = compose.service_for(image, service) else {
             self.served.remove(service);
@@ -394,13 +416,19 @@ impl Builds {
                     ),
                 });
             }
-            return;
+            return false;
         };
         if self.up_running.is_some() {
-            self.up_queue.retain(|(s, _, _)| s != service);
+            self.up_queue.retain(|(s, _, j)| {
+                let keep = s != service;
+                if let (false, UpJob::Replace { image_id, .. }) = (keep, j) {
+                    cx.release(image_id);
+                }
+                keep
+            });
             self.up_queue
                 .push((service.to_string(), image.to_string(), job));
-            return;
+            return true;
         }
         self.up_running = Some(service.to_string());
         let tx = cx.tx.clone();
@@ -410,6 +438,11 @@ impl Builds {
             _ => self.saved_at.remove(&service),
         };
         let stop = cx.runner.cancel_flag();
+        let hold = cx.hold.clone();
+        let held = match &job {
+            UpJob::Replace { image_id, .. } => Some(image_id.clone()),
+            _ => None,
+        };
         scope.spawn(move || {
             let t = Instant::now();
             let result = match &job {
@@ -432,6 +465,14 @@ impl Builds {
             let up_at = Instant::now();
             let ok = matches!(result, UpResult::Ok);
             let restore = job == UpJob::Restore;
+            let release = || {
+                if let (Some(h), Some(id)) = (&hold, &held) {
+                    h.release(id);
+                }
+            };
+            if !ok {
+                release();
+            }
             let _ = tx.send(Msg::UpDone(UpDone {
                 service: service.clone(),
                 compose_service: cs.clone(),
@@ -442,6 +483,7 @@ impl Builds {
             // The next `up` may start meanwhile: this waits on this service's container only.
             if ok && !restore {
                 let result = compose.first_healthy(&cs, HEALTHY_TIMEOUT, &stop);
+                release();
                 let _ = tx.send(Msg::Healthy(Healthy {
                     service,
                     compose_service: cs,
@@ -451,6 +493,7 @@ impl Builds {
                 }));
             }
         });
+        true
     }
 
     pub fn up_done<'s, 'e: 's>(&mut self, u: UpDone, cx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {

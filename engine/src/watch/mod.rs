@@ -335,7 +335,16 @@ impl Watcher {
 
         // The run's events come to this loop, in order with the file events.
         let run_tx = tx.clone();
+        // `--up` serving early: a built image's verification waits until its new container
+        // answered (or did not), so the two do not compete for the cores (`run::hold`). Held
+        // here, on the run's thread, before the run can ask; released by `builds`.
+        let hold = (opts.serve_early && opts.compose.is_some())
+            .then(|| Arc::new(crate::run::hold::Hold::default()));
+        let holding = hold.clone();
         let forward = move |e: crate::run::Event| {
+            if let (Some(h), crate::run::Event::Built { image_id, .. }) = (&holding, &e) {
+                h.hold(image_id);
+            }
             if !matches!(e, crate::run::Event::Line { .. }) {
                 let _ = run_tx.send(Msg::Run(e));
             }
@@ -345,6 +354,7 @@ impl Watcher {
             keep_going: true,
             force: false,
             cancel: Arc::new(AtomicBool::new(false)),
+            hold: hold.clone(),
             ..opts.run.clone()
         };
         let runner = Runner::new(&store, &state.analysis, &run_opts, backend, &forward)?;
@@ -354,6 +364,7 @@ impl Watcher {
             tx,
             compose: opts.compose.as_ref(),
             serve_early: opts.serve_early,
+            hold,
         };
         let mut builds = builds::Builds::default();
         builds.init(&state, &cx)?;

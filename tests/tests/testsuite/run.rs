@@ -612,3 +612,91 @@ fn a_dry_run_without_an_engine_says_it_could_not_check() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("could not check the engine"), "{stderr}");
 }
+
+#[test]
+fn a_held_image_is_verified_only_once_released_and_nothing_else_waits() {
+    // What `watch --up` does when it serves a rebuilt image early: it holds the image's
+    // verification from the `Built` event until its new container answered.
+    let fx = fixture();
+    let faulty = FaultyBuilder::default();
+    let hold = std::sync::Arc::new(engine::run::hold::Hold::default());
+    let mut o = opts(None);
+    o.hold = Some(hold.clone());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = Mutex::new(tx);
+    // The releaser: while a's image is held, a is not verified; then it lets it go.
+    let seen_while_held = std::thread::scope(|scope| {
+        let (held, verified) = (&hold, &faulty.verified);
+        let releaser = scope.spawn(move || {
+            let id = rx.recv().expect("a was built");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let seen = verified.lock().expect("lock").clone();
+            assert!(held.is_held(&id));
+            held.release(&id);
+            seen
+        });
+        let analysis = tests::analyze(fx.root());
+        let s = engine::run::run(&analysis, &o, faulty.backend(), &|e| {
+            if let Event::Built {
+                service, image_id, ..
+            } = &e
+            {
+                if service == "a" {
+                    hold.hold(image_id);
+                    tx.lock()
+                        .expect("lock")
+                        .send(image_id.clone())
+                        .expect("send");
+                }
+            }
+        })
+        .expect("the run starts");
+        assert_eq!(s.exit_code(), 0, "{:?}", s.images);
+        releaser.join().expect("the releaser ends")
+    });
+    assert!(
+        !seen_while_held.contains(&"a".to_string()),
+        "a was verified while held: {seen_while_held:?}"
+    );
+    assert!(
+        seen_while_held.contains(&"b".to_string()),
+        "b, not held, was verified meanwhile: {seen_while_held:?}"
+    );
+    let mut verified = faulty.verified.lock().expect("lock").clone();
+    verified.sort();
+    assert_eq!(verified, ["a", "app", "b"]);
+
+    // A run cancelled (Ctrl-C) while an image is held does not wait for a release.
+    let fx = fixture();
+    let faulty = FaultyBuilder::default();
+    let hold = std::sync::Arc::new(engine::run::hold::Hold::default());
+    let mut o = opts(None);
+    o.hold = Some(hold.clone());
+    let cancel = o.cancel.clone();
+    let analysis = tests::analyze(fx.root());
+    let (built_tx, built_rx) = std::sync::mpsc::channel();
+    let built_tx = Mutex::new(built_tx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let s = engine::run::run(&analysis, &o, faulty.backend(), &|e| {
+                if let Event::Built { image_id, .. } = &e {
+                    hold.hold(image_id);
+                    let _ = built_tx.lock().expect("lock").send(());
+                }
+            });
+            let _ = done_tx.send(s.map(|s| s.exit_code()));
+        });
+        built_rx.recv().expect("an image was built");
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the run waits on its hold"
+        );
+        cancel.store(true, Ordering::SeqCst);
+        let ended = done_rx.recv_timeout(engine::run::hold::AT_MOST / 2);
+        assert!(ended.is_ok(), "the cancelled run waited on its hold");
+    });
+    assert!(faulty.verified.lock().expect("lock").is_empty());
+}
