@@ -667,7 +667,7 @@ fn of_verified(seen: &[serde_json::Value]) -> String {
                 if v["verified"] == true {
                     "verified"
                 } else {
-                    "while verifying"
+                    "before its verification"
                 }
             )
         })
