@@ -810,6 +810,7 @@ impl Builder for Docker {
         let fail = |message: String, log: &[u8]| BuildError {
             message,
             log_tail: tail(&String::from_utf8_lossy(log), 30),
+            log: log.to_vec(),
             interrupted: false,
         };
         // Unique per process and build: two runs on one cache build the same service at once.
@@ -922,6 +923,7 @@ impl Builder for Docker {
                 return Err(BuildError {
                     message: "interrupted".to_string(),
                     log_tail: tail(&String::from_utf8_lossy(&log), 30),
+                    log,
                     interrupted: true,
                 })
             }

@@ -83,7 +83,10 @@ pub struct BuildOutput {
 #[derive(Debug, Clone)]
 pub struct BuildError {
     pub message: String,
+    /// The last lines of the output, for messages.
     pub log_tail: String,
+    /// The whole output, as far as it came (kept under the cache directory's `logs/`).
+    pub log: Vec<u8>,
     pub interrupted: bool,
 }
 

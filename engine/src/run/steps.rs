@@ -224,12 +224,7 @@ impl Runner<'_> {
                 r.interrupted = e.interrupted;
                 r.error = Some(e.message);
                 if !e.interrupted {
-                    match record::save_failure_log(
-                        &self.layout,
-                        &job.service,
-                        &job.key,
-                        e.log_tail.as_bytes(),
-                    ) {
+                    match record::save_failure_log(&self.layout, &job.service, &job.key, &e.log) {
                         Ok(p) => r.log = Some(p),
                         Err(err) => {
                             self.warn(format!("could not save the log of {}: {err}", job.service))

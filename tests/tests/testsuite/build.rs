@@ -452,6 +452,26 @@ fn failing_builds_fail_their_image_only_and_an_image_gets_what_its_build_script_
         .expect("logs")
         .collect();
     assert_eq!(logs.len(), 2);
+    // Whole: from the first stage's FROM (which the error's last lines are far from) to the
+    // error, as the message that points at them says.
+    for s in ["enrollment-service", "course-service"] {
+        let path = json["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["service"] == s)
+            .and_then(|i| i["log"].as_str())
+            .unwrap_or_else(|| panic!("{s}'s log in {json:#}"))
+            .to_string();
+        assert!(stderr.contains(&format!("whole log: {path}")), "{stderr}");
+        let log = std::fs::read_to_string(&path).expect("the kept log");
+        assert!(
+            log.lines().count() > 30
+                && log.contains("node:18-alpine")
+                && (log.contains("error TS2322") || log.contains("has no \"build\" script")),
+            "{s}'s whole log, from its first step to its error:\n{log}"
+        );
+    }
 
     // The oracle: pnpm itself runs the scripts in the context Docker got.
     let analysis = tests::analyze_ok(ex.fx.root());

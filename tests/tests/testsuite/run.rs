@@ -85,6 +85,7 @@ impl Builder for FaultyBuilder {
             |e| BuildError {
                 message: e.to_string(),
                 log_tail: String::new(),
+                log: Vec::new(),
                 interrupted: false,
             },
         )?;
@@ -94,6 +95,7 @@ impl Builder for FaultyBuilder {
             return Err(BuildError {
                 message: "interrupted".into(),
                 log_tail: String::new(),
+                log: Vec::new(),
                 interrupted: true,
             });
         }
@@ -101,6 +103,7 @@ impl Builder for FaultyBuilder {
             return Err(BuildError {
                 message: format!("{} is set to fail", req.service),
                 log_tail: "error TS2322: not a number".into(),
+                log: b"error TS2322: not a number".to_vec(),
                 interrupted: false,
             });
         }

@@ -89,12 +89,14 @@ impl Builder for CountingBuilder {
         let fail = |message: String| BuildError {
             message,
             log_tail: "fake log".into(),
+            log: b"fake log".to_vec(),
             interrupted: false,
         };
         if req.cancel.load(Ordering::SeqCst) {
             return Err(BuildError {
                 message: "interrupted".into(),
                 log_tail: String::new(),
+                log: Vec::new(),
                 interrupted: true,
             });
         }
