@@ -8,9 +8,9 @@
 //!   carries the cache metadata of its own layers (a run that only imports leaves it out: it
 //!   costs the compressed digest of every layer, seconds on a fresh engine).
 //!   That covers the runtime stage only, so after the image passed verification the run also
-//!   builds the stages it copies from (`--target`, all of it already in the local cache) and
-//!   pushes them: `<repo>:layers` is the image, `<repo>:layers-<stage>` each such stage. A build
-//!   imports them all (`--cache-from`).
+//!   builds the stages it needs that run something (`--target`, all of it already in the local
+//!   cache) and pushes them: `<repo>:layers` is the image, `<repo>:layers-<stage>` each such
+//!   stage. A build imports them all (`--cache-from`).
 //! - **registry** (buildx): `--cache-from`/`--cache-to type=registry,mode=max` on
 //!   `<repo>:buildcache`, exported by BuildKit itself.
 //!
@@ -50,9 +50,16 @@ pub fn stage_tag(stage: &str) -> String {
     format!("{LAYERS_TAG}-{clean}")
 }
 
-/// The named stages whose cache the image itself does not carry (inline): those the output stage
-/// copies from, directly or through the stages they copy from, that run something and that no
-/// other such stage is built `FROM` (its cache covers them). In file order.
+/// The named stages whose cache the image itself does not carry (inline), each of which gets a
+/// cache image of its own: every stage the output stage is built `FROM` or copies from, directly
+/// or through the stages it needs, that runs something itself. In file order.
+///
+/// A stage another is built `FROM` is exported too, though the other's cache image holds its
+/// steps: BuildKit 0.8 (Docker 20.10) gives a result in inline cache metadata to the last step
+/// of the image and to whichever earlier steps its solver happened to load, which varies from
+/// build to build of the same cached stage. An export of `builder` that left out the result of
+/// `deps`' install made every fresh engine that imported it run that install (4 of 28 exports
+/// here); `deps`' own cache image ends with that install, which is always there.
 pub fn stages_to_export(df: &Dockerfile, target: Option<&str>) -> Vec<String> {
     if df.stages.is_empty() {
         return Vec::new();
@@ -91,29 +98,22 @@ pub fn stages_to_export(df: &Dockerfile, target: Option<&str>) -> Vec<String> {
             })
             .collect()
     };
-    let in_output = chain(output);
+    // Every stage the output needs: its FROM chain, what it copies from, and so on.
     let mut wanted: Vec<usize> = Vec::new();
-    let mut todo = copied_from(output);
+    let mut todo = vec![output];
     while let Some(s) = todo.pop() {
-        if wanted.contains(&s) || in_output.contains(&s) {
+        if wanted.contains(&s) {
             continue;
         }
         wanted.push(s);
+        todo.extend(chain(s));
         todo.extend(copied_from(s));
     }
-    let runs = |i: usize| {
-        chain(i).iter().any(|s| {
-            df.stages[*s]
-                .instructions
-                .iter()
-                .any(|x| x.keyword == "RUN")
-        })
-    };
-    let covered = |i: usize| wanted.iter().any(|&o| o != i && chain(o).contains(&i));
+    let runs = |i: usize| df.stages[i].instructions.iter().any(|x| x.keyword == "RUN");
     let mut out: Vec<usize> = wanted
         .iter()
         .copied()
-        .filter(|&i| df.stages[i].name.is_some() && runs(i) && !covered(i))
+        .filter(|&i| i != output && df.stages[i].name.is_some() && runs(i))
         .collect();
     out.sort_unstable();
     out.into_iter()
@@ -268,7 +268,7 @@ impl Runner<'_> {
     }
 
     /// Exports the layer cache of a build whose image passed verification and was recorded
-    /// (inline: the image and the stages it copies from, pushed). A failure is a warning: the
+    /// (inline: the image and the stages it needs, pushed). A failure is a warning: the
     /// image and its key tag are there, only a later build on a fresh engine is slower.
     pub(super) fn export_layers(
         &self,
@@ -384,21 +384,23 @@ mod tests {
                 .join("../examples/kc-backend/services/student-service/Dockerfile"),
         )
         .expect("the example's Dockerfile");
-        // builder covers deps and base (FROM chain); shared-builder copies from shared-deps.
+        // builder is built FROM deps, FROM base; shared-builder copies from shared-deps.
         assert_eq!(
             stages(&text, None),
-            ["shared-deps", "shared-builder", "builder"]
+            ["base", "shared-deps", "deps", "shared-builder", "builder"]
         );
         assert_eq!(
             stages(&text, Some("builder")),
-            ["shared-deps", "shared-builder"]
+            ["base", "shared-deps", "deps", "shared-builder"]
         );
     }
 
     #[test]
-    fn stages_the_output_is_built_on_or_that_run_nothing_are_not_exported() {
-        let text = "FROM node:18-alpine AS base\nRUN true\nFROM base AS deps\nRUN install\nFROM deps AS build\nRUN build\nFROM scratch AS files\nCOPY a /a\nFROM deps AS out\nCOPY --from=build /x /x\nCOPY --from=files /a /a\nCOPY --from=0 /y /y\n";
-        assert_eq!(stages(text, None), ["build"]);
+    fn stages_the_output_needs_that_run_something_are_exported_and_no_other() {
+        let text = "FROM node:18-alpine AS base\nRUN true\nFROM base AS deps\nRUN install\nFROM deps AS build\nRUN build\nFROM scratch AS files\nCOPY a /a\nFROM base AS unused\nRUN other\nFROM deps AS out\nCOPY --from=build /x /x\nCOPY --from=files /a /a\nCOPY --from=0 /y /y\n";
+        // `out` is the image's own cache; `files` runs nothing; `unused` is not needed.
+        assert_eq!(stages(text, None), ["base", "deps", "build"]);
+        assert_eq!(stages(text, Some("build")), ["base", "deps"]);
         assert!(stages("FROM node:18-alpine\nRUN true\n", None).is_empty());
     }
 
