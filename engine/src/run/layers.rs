@@ -232,6 +232,25 @@ fn read_filter<'s>(sources: impl Iterator<Item = &'s str>) -> impl Fn(&str) -> b
 }
 
 impl Runner<'_> {
+    /// Builds `req`; a build that exports BuildKit's inline cache waits until no other build
+    /// of this run does. Docker 20.10's BuildKit (0.8) can crash the whole daemon with `fatal
+    /// error: concurrent map writes` in its cache exporter (`remotecache/v1` `LinkFrom`) when
+    /// two builds export at once (moby/moby#42422, fixed in BuildKit by moby/buildkit#2051):
+    /// seen here in a test run that built four images with a cache registry to write to; it
+    /// took every build and container of the engine with it. Builds that only import, and every
+    /// build of a run without a cache registry to write to, still run side by side.
+    pub(super) fn build_one(
+        &self,
+        req: &BuildRequest,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> std::result::Result<crate::execute::BuildOutput, crate::execute::BuildError> {
+        let exports = self.backend.builder.cache_export() == CacheExport::Inline
+            && req.layer_cache.as_ref().is_some_and(|l| l.to.is_some());
+        let _one_at_a_time =
+            exports.then(|| self.exports.lock().unwrap_or_else(|e| e.into_inner()));
+        self.backend.builder.build(req, on_line)
+    }
+
     /// The layer cache a build of `job` imports and exports, when there is a cache registry and
     /// the builder can use one.
     pub(super) fn layer_cache(&self, job: &Job) -> Option<LayerCache> {
@@ -349,7 +368,7 @@ impl Runner<'_> {
                 }),
                 ..req.clone()
             };
-            let built = self.backend.builder.build(&sreq, &|_| {});
+            let built = self.build_one(&sreq, &|_| {});
             let pushed = built.map_err(|e| e.message).and_then(|out| {
                 images
                     .push(&out.image_id, &stage_ref)

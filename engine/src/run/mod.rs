@@ -449,6 +449,8 @@ pub(crate) struct Runner<'a> {
     opts: RunOptions,
     sched: Scheduler,
     on_event: &'a (dyn Fn(Event) + Sync),
+    /// Held by a build that exports BuildKit's inline cache ([`layers`]): one at a time.
+    exports: std::sync::Mutex<()>,
 }
 
 impl<'a> Runner<'a> {
@@ -551,6 +553,7 @@ impl<'a> Runner<'a> {
             },
             sched: Scheduler::new(opts.jobs, opts.keep_going, opts.cancel.clone()),
             on_event,
+            exports: std::sync::Mutex::new(()),
         })
     }
 

@@ -214,7 +214,7 @@ impl Runner<'_> {
             });
         };
         let t = Instant::now();
-        let result = self.backend.builder.build(&req, &on_line);
+        let result = self.build_one(&req, &on_line);
         r.duration = Some(t.elapsed());
         let out = match result {
             Ok(out) => out,

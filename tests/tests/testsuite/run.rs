@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use engine::execute::{
-    Backend, BuildError, BuildOutput, BuildRequest, Builder, Images, LocalImage, Verifier,
-    KEY_LABEL,
+    Backend, BuildError, BuildOutput, BuildRequest, Builder, CacheExport, Images, LocalImage,
+    Verifier, KEY_LABEL,
 };
 use engine::run::{Event, Outcome, RunOptions, Summary};
 use engine::verify::{Check, Report, Rule, Subject, Verified};
@@ -40,6 +40,11 @@ struct FaultyBuilder {
     pushed: Mutex<Vec<String>>,
     /// Images verified.
     verified: Mutex<Vec<String>>,
+    /// Says it exports BuildKit's inline cache, and each build takes a while.
+    inline: bool,
+    /// Builds running now, and the most that ran at once: all, and those exporting a cache.
+    running: [AtomicUsize; 2],
+    most: [AtomicUsize; 2],
 }
 
 impl FaultyBuilder {
@@ -74,12 +79,31 @@ impl FaultyBuilder {
 }
 
 impl Builder for FaultyBuilder {
+    fn cache_export(&self) -> CacheExport {
+        if self.inline {
+            CacheExport::Inline
+        } else {
+            CacheExport::None
+        }
+    }
+
     fn build(
         &self,
         req: &BuildRequest,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<BuildOutput, BuildError> {
         self.built.lock().expect("lock").push(req.service.clone());
+        // What runs at once, while a build takes a while.
+        let _running = self.inline.then(|| {
+            let exporting = req.layer_cache.as_ref().is_some_and(|l| l.to.is_some());
+            let counted: &[usize] = if exporting { &[0, 1] } else { &[0] };
+            for &i in counted {
+                let now = self.running[i].fetch_add(1, Ordering::SeqCst) + 1;
+                self.most[i].fetch_max(now, Ordering::SeqCst);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Running(&self.running, counted.to_vec())
+        });
         // The context is streamed as a real build's would be (every digest checked).
         engine::execute::tar::write_context(&req.root, &req.context, std::io::sink()).map_err(
             |e| BuildError {
@@ -117,6 +141,17 @@ impl Builder for FaultyBuilder {
             image_id: id,
             log: b"built\n".to_vec(),
         })
+    }
+}
+
+/// Counts a build as running until dropped.
+struct Running<'a>(&'a [AtomicUsize; 2], Vec<usize>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        for &i in &self.1 {
+            self.0[i].fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -702,4 +737,45 @@ fn a_held_image_is_verified_only_once_released_and_nothing_else_waits() {
         assert!(ended.is_ok(), "the cancelled run waited on its hold");
     });
     assert!(faulty.verified.lock().expect("lock").is_empty());
+}
+
+/// Docker 20.10's BuildKit can crash the daemon when two builds export inline cache at once
+/// (`fatal error: concurrent map writes`, moby/moby#42422; it happened in this suite): a run
+/// that writes a layer cache builds one exporting build at a time, and every other build of
+/// it side by side as before.
+#[test]
+fn builds_that_export_an_inline_cache_run_one_at_a_time_and_others_side_by_side() {
+    let fx = fixture();
+    let most = |b: &FaultyBuilder| {
+        [
+            b.most[0].load(Ordering::SeqCst),
+            b.most[1].load(Ordering::SeqCst),
+        ]
+    };
+
+    // Writing to the cache registry: a and b export, one at a time.
+    let exporting = FaultyBuilder {
+        inline: true,
+        ..FaultyBuilder::default()
+    };
+    let (s, _) = run(&fx, &exporting, &opts(Some(empty_registry("exp"))));
+    assert_eq!(s.exit_code(), 0, "{:?}", outcomes(&s));
+    assert_eq!(most(&exporting), [1, 1], "one exporting build at a time");
+
+    // Only importing (read-only): the same builds run two at a time (-j 2).
+    let importing = FaultyBuilder {
+        inline: true,
+        ..FaultyBuilder::default()
+    };
+    let read_only = RunOptions {
+        cache_read_only: true,
+        ..opts(Some(empty_registry("imp")))
+    };
+    let (s, _) = run(&fx, &importing, &read_only);
+    assert_eq!(s.exit_code(), 0, "{:?}", outcomes(&s));
+    assert_eq!(
+        most(&importing),
+        [2, 0],
+        "builds that export nothing run side by side"
+    );
 }
