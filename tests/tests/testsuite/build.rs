@@ -71,6 +71,16 @@ impl Drop for Example {
     }
 }
 
+/// A service's entry in a `--json` summary or plan.
+fn image_of<'j>(json: &'j serde_json::Value, service: &str) -> &'j serde_json::Value {
+    json["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["service"] == service)
+        .unwrap_or_else(|| panic!("{service} in {json:#}"))
+}
+
 fn actions(json: &serde_json::Value) -> std::collections::BTreeMap<String, (String, String)> {
     json["images"]
         .as_array()
@@ -244,12 +254,7 @@ fn builds_everything_once_then_exactly_what_changed() {
     let (_, plan) = ex.images(&["--dry-run"]);
     assert_eq!(plan["engine_checked"], true, "{plan}");
     let planned = |plan: &serde_json::Value, s: &str| -> (String, String) {
-        let i = plan["images"]
-            .as_array()
-            .expect("images")
-            .iter()
-            .find(|i| i["service"] == s)
-            .expect("planned");
+        let i = image_of(plan, s);
         (
             i["action"].as_str().expect("action").to_string(),
             i["reasons"].to_string(),
@@ -438,14 +443,7 @@ fn failing_builds_fail_their_image_only_and_an_image_gets_what_its_build_script_
     // The whole logs are saved, and no record was written for the failed keys.
     let store = cache::Store::open(&ex.fx.path(".images-cache")).expect("store");
     for s in ["enrollment-service", "course-service"] {
-        let key = json["images"]
-            .as_array()
-            .expect("images")
-            .iter()
-            .find(|i| i["service"] == s)
-            .and_then(|i| i["key"].as_str())
-            .expect("key")
-            .to_string();
+        let key = image_of(&json, s)["key"].as_str().expect("key").to_string();
         assert!(store.get_record(&key).expect("read").is_none(), "{s}");
     }
     let logs: Vec<_> = std::fs::read_dir(ex.fx.path(".images-cache/logs"))
@@ -455,12 +453,8 @@ fn failing_builds_fail_their_image_only_and_an_image_gets_what_its_build_script_
     // Whole: from the first stage's FROM (which the error's last lines are far from) to the
     // error, as the message that points at them says.
     for s in ["enrollment-service", "course-service"] {
-        let path = json["images"]
-            .as_array()
-            .expect("images")
-            .iter()
-            .find(|i| i["service"] == s)
-            .and_then(|i| i["log"].as_str())
+        let path = image_of(&json, s)["log"]
+            .as_str()
             .unwrap_or_else(|| panic!("{s}'s log in {json:#}"))
             .to_string();
         assert!(stderr.contains(&format!("whole log: {path}")), "{stderr}");
@@ -655,14 +649,7 @@ fn a_registry_shares_the_cache_between_machines() {
         assert!(pushed.contains("pushed"), "{i}");
     }
     let key_of = |json: &serde_json::Value, s: &str| -> String {
-        json["images"]
-            .as_array()
-            .expect("images")
-            .iter()
-            .find(|i| i["service"] == s)
-            .and_then(|i| i["key"].as_str())
-            .expect("key")
-            .to_string()
+        image_of(json, s)["key"].as_str().expect("key").to_string()
     };
 
     // Machine B: a fresh cache directory and no image in the engine: everything is pulled.
